@@ -1,0 +1,85 @@
+"""Closed-set segmentation metrics from ONE dataset-level confusion matrix (never a mean of per-image IoUs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from anomalyseg.metrics.base import Accumulator
+
+
+class SegmentationMetrics(Accumulator):
+    """mIoU, per-class IoU, pixel accuracy and mean class accuracy, accumulated with ``bincount``.
+
+    Args:
+        num_classes: number of classes C; targets must be in ``[0, C)`` or equal ``ignore_index``.
+        ignore_index: target value that is not counted (e.g. 255, or anomaly pixels mapped to it).
+        validate: check inputs on every update (one device->host sync per batch); switch off in hot loops
+            whose inputs are known good.
+
+    ``update(pred, target)`` takes class ids ``(B,H,W)`` or logits ``(B,C,H,W)`` (argmax taken) and an
+    integer target ``(B,H,W)``. Row = target class, column = predicted class.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, validate: bool = True) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.validate = validate
+        self._add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.int64))
+
+    def _config(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index}
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch: ``pred`` ids ``(B,H,W)`` or logits ``(B,C,H,W)``; ``target`` ids ``(B,H,W)``."""
+        if pred.dim() == target.dim() + 1:
+            if pred.shape[1] != self.num_classes:
+                raise ValueError(f"logits have {pred.shape[1]} channels, metric has num_classes={self.num_classes}")
+            pred = pred.argmax(1)
+        if pred.shape != target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        if pred.is_floating_point():
+            raise ValueError("pred must be class ids (integer) or logits with a class dimension")
+        self._follow(target.device)
+        target = target.reshape(-1).to(torch.int64)
+        pred = pred.reshape(-1).to(torch.int64)
+        keep = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        t, p = target[keep], pred[keep]
+        if self.validate and t.numel():
+            C = self.num_classes
+            bad_t, bad_p = torch.stack([((t < 0) | (t >= C)).any(), ((p < 0) | (p >= C)).any()]).tolist()
+            if bad_t:
+                raise ValueError(
+                    f"target holds ids outside [0, {C}) that are not ignore_index={self.ignore_index} "
+                    f"(values {sorted(set(t[(t < 0) | (t >= C)].unique().tolist()))}); map them to ignore_index first"
+                )
+            if bad_p:
+                raise ValueError(f"pred holds class ids outside [0, {C})")
+        counts = torch.bincount(t * self.num_classes + p, minlength=self.num_classes**2)
+        self.confusion += counts.reshape(self.num_classes, self.num_classes)
+
+    def compute(self) -> dict[str, Any]:
+        """Metrics as plain Python values; a class absent from both target and prediction has NaN IoU."""
+        cm = self.confusion.to(torch.float64)
+        tp = cm.diag()
+        gt = cm.sum(1)
+        pr = cm.sum(0)
+        union = gt + pr - tp
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=cm.device)
+        iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
+        acc = torch.where(gt > 0, tp / gt.clamp(min=1), nan)
+        total = cm.sum()
+        return {
+            "miou": float(torch.nanmean(iou)) if bool((union > 0).any()) else float("nan"),
+            "per_class_iou": iou.tolist(),
+            "pixel_accuracy": float(tp.sum() / total) if total > 0 else float("nan"),
+            "mean_class_accuracy": float(torch.nanmean(acc)) if bool((gt > 0).any()) else float("nan"),
+            "per_class_accuracy": acc.tolist(),
+            "num_pixels": int(self.confusion.sum()),
+            "confusion_matrix": self.confusion.cpu().tolist(),
+        }

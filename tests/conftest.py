@@ -1,0 +1,29 @@
+"""Shared fixtures: offline hub settings, the optional real data in ``../shared``, small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# smp / timm / transformers otherwise retry a hub download for ~20 s before failing.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ANOMALYSEG_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path inside ``../shared``; the calling test is skipped when it is absent (a user's clone)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+@pytest.fixture
+def streethazards_root() -> Path:
+    """Root of the real StreetHazards annotations (official tar layout)."""
+    return shared_path("data", "streethazards")
