@@ -22,7 +22,8 @@ from anomalyseg.errors import UserError
 COMMAND_MODULES: tuple[str, ...] = (
     "anomalyseg.data.commands",
     "anomalyseg.models.commands",
-    "anomalyseg.engine.commands",
+    "anomalyseg.engine.train_cli",
+    "anomalyseg.engine.eval_cli",
 )
 
 log = logging.getLogger("anomalyseg")
