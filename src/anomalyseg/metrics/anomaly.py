@@ -2,15 +2,15 @@
 
 * ``per_image`` (StreetHazards / hendrycks): exact metrics on each image's pixels, then the arithmetic mean
   over the images that contain both anomaly and normal pixels; the others are skipped and counted.
-* ``pooled`` (SegmentMeIfYouCan / Fishyscapes): one curve over all pixels of all images. Scores are kept as a
-  histogram over order-preserving integer keys of their float32 values (:func:`float_order_key`): a bin
-  is a contiguous range of floats, so "score >= bin edge" is an exact comparison and no score range needs
-  to be known in advance (max logit, energy and SML are unbounded). ``bits`` sets the resolution: the top
-  ``bits`` of the 32-bit key, i.e. ``bits - 9`` mantissa bits, a relative bin width of ``2**(9 - bits)``.
-  The default 24 (relative width 3e-5, 2 x 16.8 M int64 counters = 268 MB) keeps |dAUROC| <= 1e-6 and
-  |dAUPR|, |dFPR95| <= 1e-5 against sklearn on realistic score maps (see ``tests/metrics`` and
-  ``benchmarks/metrics.py``); scores that are exactly equal always share a bin, so heavy ties (saturated
-  MSP) are exact at any resolution. Memory does not grow with the number of pixels.
+* ``pooled`` (SegmentMeIfYouCan / Fishyscapes): one curve over all pixels of all images, kept as a
+  :class:`~anomalyseg.metrics.histogram.BlockHistogram` over order-preserving integer keys of the float32
+  scores: a bin is a contiguous range of floats, so "score >= bin edge" is an exact comparison and no
+  score range is needed (max logit, energy and SML are unbounded). ``bits`` sets the resolution: bins of
+  relative width ``2**(9 - bits)``. The default 28 (1.9e-6) keeps |dAUROC| <= 1e-6 and |dAUPR|,
+  |dFPR95| <= 1e-5 against sklearn on realistic score maps, including energy scores far from zero whose
+  spread is small next to their offset; 24 bits (3e-5) already misses the FPR95 bound there
+  (1.5e-5, ``tests/metrics``). Exactly equal scores always share a bin, so heavy ties (saturated MSP) are
+  exact. Memory grows with the number of score octaves in use, never with the number of pixels.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from anomalyseg.metrics.curves import (
     float_order_key,
     key_to_float,
 )
+from anomalyseg.metrics.histogram import BlockHistogram
 
 Protocol = Literal["pooled", "per_image"]
 PROTOCOLS: tuple[str, ...] = ("pooled", "per_image")
-DEFAULT_BITS = 24
+DEFAULT_BITS = 28
 _NAN = float("nan")
 
 
@@ -46,7 +47,7 @@ class AnomalyMetrics(Accumulator):
             must be 0/1 only).
         fpr_rule: ``"first"`` (highest threshold with TPR >= 0.95), ``"closest"`` (official StreetHazards
             code) or ``"interp"`` (``ood_metrics.fpr_at_95_tpr``); see :mod:`anomalyseg.metrics.curves`.
-        bits: histogram resolution of the pooled protocol (12..28).
+        bits: histogram resolution of the pooled protocol (16..32; 32 = every float32 value its own bin).
         keep_per_image: keep each image's values (per-image protocol) for best/worst-N selection.
         validate: check for non-finite scores and bad target values on every update.
     """
@@ -65,8 +66,8 @@ class AnomalyMetrics(Accumulator):
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if fpr_rule not in FPR_RULES:
             raise ValueError(f"fpr_rule must be one of {FPR_RULES}, got {fpr_rule!r}")
-        if not 12 <= bits <= 28:
-            raise ValueError(f"bits must be in 12..28, got {bits}")
+        if not 16 <= bits <= 32:
+            raise ValueError(f"bits must be in 16..32, got {bits}")
         self.protocol = protocol
         self.ignore_index = ignore_index
         self.fpr_rule = fpr_rule
@@ -76,9 +77,8 @@ class AnomalyMetrics(Accumulator):
         self.per_image: list[dict[str, Any]] = []
         # counts[0:4] = images seen, images skipped, positive pixels, negative pixels
         self._add_state("counts", torch.zeros(4, dtype=torch.int64))
-        if protocol == "pooled":
-            self._add_state("hist", torch.zeros(2, 2**bits, dtype=torch.int64))
-        else:  # sums of auroc, aupr, fpr95, best_f1 over the images that were scored
+        self.hist = BlockHistogram(bits) if protocol == "pooled" else None
+        if protocol != "pooled":  # sums of auroc, aupr, fpr95, best_f1 over the images that were scored
             self._add_state("sums", torch.zeros(4, dtype=torch.float64))
 
     @classmethod
@@ -133,10 +133,8 @@ class AnomalyMetrics(Accumulator):
 
     def _update_pooled(self, scores: torch.Tensor, target: torch.Tensor) -> None:
         s, y = self._valid(scores.reshape(-1), target.reshape(-1))
-        bins = float_order_key(s) >> (32 - self.bits)
-        idx = bins + y.to(torch.int64) * (2**self.bits)
-        flat = self.hist.view(-1)
-        flat.index_put_((idx,), torch.ones((), dtype=torch.int64, device=idx.device).expand_as(idx), accumulate=True)
+        assert self.hist is not None
+        self.hist.to(s.device).add(float_order_key(s), y)
         npos = y.sum()
         self.counts += torch.stack([torch.ones_like(npos) * scores.shape[0], torch.zeros_like(npos), npos,
                                     y.numel() - npos])
@@ -158,15 +156,27 @@ class AnomalyMetrics(Accumulator):
             self.per_image.append(record)
 
     # ---- combine --------------------------------------------------------------------------------
+    def to(self, device: torch.device | str) -> AnomalyMetrics:
+        super().to(device)
+        if self.hist is not None:
+            self.hist.to(device)
+        return self
+
     def reset(self) -> None:
         super().reset()
+        if self.hist is not None:
+            self.hist.reset()
         self.per_image = []
 
     def _merge_extra(self, other: Accumulator) -> None:
         assert isinstance(other, AnomalyMetrics)
+        if self.hist is not None and other.hist is not None:
+            self.hist.merge(other.hist)
         self.per_image = _reindex(self.per_image + other.per_image)
 
     def _sync_extra(self) -> None:
+        if self.hist is not None:
+            self.hist.sync()
         if self.keep_per_image and self.protocol == "per_image":
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, self.per_image)
@@ -174,17 +184,22 @@ class AnomalyMetrics(Accumulator):
 
     def state_dict(self) -> dict[str, Any]:
         out = super().state_dict()
+        if self.hist is not None:
+            out["hist"] = self.hist.state_dict()
         out["per_image"] = [dict(r) for r in self.per_image]
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
+        if self.hist is not None:
+            self.hist.load_state_dict(state["hist"])
         self.per_image = [dict(r) for r in state.get("per_image", [])]
 
     # ---- results --------------------------------------------------------------------------------
     def _pooled_curve(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """Cumulative (tps, fps, thresholds) over non-empty bins, descending; ``None`` if a class is missing."""
-        h = self.hist
+        assert self.hist is not None
+        bin_ids, h = self.hist.ordered()
         nz = torch.nonzero(h.sum(0)).squeeze(1).flip(0)
         if nz.numel() == 0:
             return None
@@ -192,7 +207,7 @@ class AnomalyMetrics(Accumulator):
         fps = torch.cumsum(h[0, nz], 0).to(torch.float64)
         if tps[-1] == 0 or fps[-1] == 0:
             return None
-        return tps, fps, key_to_float(nz << (32 - self.bits))
+        return tps, fps, key_to_float(self.hist.bin_lower_keys(bin_ids[nz]))
 
     def compute(self) -> dict[str, Any]:
         """Plain-Python results; metrics are NaN (never an exception) when they are undefined."""

@@ -48,8 +48,10 @@ class SegmentationMetrics(Accumulator):
         self._follow(target.device)
         target = target.reshape(-1).to(torch.int64)
         pred = pred.reshape(-1).to(torch.int64)
-        keep = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-        t, p = target[keep], pred[keep]
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+            target, pred = target[keep], pred[keep]
+        t, p = target, pred
         if self.validate and t.numel():
             C = self.num_classes
             bad_t, bad_p = torch.stack([((t < 0) | (t >= C)).any(), ((p < 0) | (p >= C)).any()]).tolist()

@@ -1,0 +1,141 @@
+"""A two-class histogram over order-preserving float32 keys, allocated lazily in blocks.
+
+Why our own structure: an exact pooled curve needs every distinct score (sklearn sorts them all, which
+grows with the pixel count); a fixed-range histogram (SMIYC, torchmetrics' binned mode) needs to know the
+score range, which max-logit / energy / SML scores do not have. Keys of float32 scores
+(:func:`~anomalyseg.metrics.curves.float_order_key`) cut to their top ``bits`` give bins that are contiguous
+float ranges of constant RELATIVE width ``2**(9 - bits)``, over the whole float line; only the blocks of
+``2**block_bits`` bins that scores actually fall into are stored. Scores of a real model occupy a few
+octaves, so a few hundred blocks at most are allocated, whatever the number of pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+_INT32_LIMIT = 2**31 - 1
+
+
+class BlockHistogram:
+    """Counts of negatives (row 0) and positives (row 1) per key bin, for ``2**bits`` bins.
+
+    Args:
+        bits: resolution (top bits of the 32-bit key kept), 16..32.
+        block_bits: bins per allocated block (``2**block_bits``); smaller blocks waste less memory on
+            sparsely populated octaves, larger ones mean fewer blocks.
+    """
+
+    def __init__(self, bits: int = 28, block_bits: int = 14, device: torch.device | str = "cpu") -> None:
+        if not 16 <= bits <= 32 or not 8 <= block_bits < bits:
+            raise ValueError(f"need 16 <= bits <= 32 and 8 <= block_bits < bits, got {bits}, {block_bits}")
+        self.bits, self.block_bits = bits, block_bits
+        self.num_blocks = 2 ** (bits - block_bits)
+        self.slot = torch.full((self.num_blocks,), -1, dtype=torch.int64, device=device)
+        self.pool = torch.zeros(0, 2, 2**block_bits, dtype=torch.int32, device=device)
+        self.used = 0  # slots in use (pool may hold spare capacity)
+        self.pixels_bound = 0  # host-side upper bound of the counts held (decides int32 -> int64)
+
+    @property
+    def device(self) -> torch.device:
+        return self.slot.device
+
+    def to(self, device: torch.device | str) -> BlockHistogram:
+        self.slot, self.pool = self.slot.to(device), self.pool.to(device)
+        return self
+
+    def nbytes(self) -> int:
+        """Bytes held by the counters (for reporting memory)."""
+        return self.pool.numel() * self.pool.element_size() + self.slot.numel() * 8
+
+    def _reserve(self, blocks: torch.Tensor) -> None:
+        """Give each not-yet-allocated block id in ``blocks`` (sorted, unique) a slot."""
+        new = blocks[self.slot[blocks] < 0]
+        k = new.numel()
+        if k == 0:
+            return
+        if self.used + k > self.pool.shape[0]:
+            cap = max(self.used + k, 2 * self.pool.shape[0], 16)
+            grown = torch.zeros(cap, 2, 2**self.block_bits, dtype=self.pool.dtype, device=self.device)
+            grown[: self.used] = self.pool[: self.used]
+            self.pool = grown
+        self.slot[new] = torch.arange(self.used, self.used + k, device=self.device)
+        self.used += k
+
+    def _widen(self, extra: int) -> None:
+        if self.pool.dtype == torch.int32 and self.pixels_bound + extra >= _INT32_LIMIT:
+            self.pool = self.pool.to(torch.int64)
+        self.pixels_bound += extra
+
+    def add(self, keys: torch.Tensor, positive: torch.Tensor) -> None:
+        """Count 1-D int64 ``keys`` (from ``float_order_key``) with boolean labels ``positive``."""
+        bins = keys >> (32 - self.bits)
+        blocks = bins >> self.block_bits
+        present = torch.bincount(blocks, minlength=self.num_blocks)
+        self._reserve(torch.nonzero(present).squeeze(1))
+        self._widen(keys.numel())
+        low = bins & (2**self.block_bits - 1)
+        idx = (self.slot[blocks] * 2 + positive.to(torch.int64)) * 2**self.block_bits + low
+        flat = self.pool.view(-1)
+        flat.index_add_(0, idx, torch.ones((), dtype=flat.dtype, device=flat.device).expand_as(idx))
+
+    def ordered(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(bin_ids, counts)``: every bin of the allocated blocks in ascending key order; counts (2, n)."""
+        blocks = torch.nonzero(self.slot >= 0).squeeze(1)
+        counts = self.pool[self.slot[blocks]]  # (nb, 2, block)
+        counts = counts.permute(1, 0, 2).reshape(2, -1)
+        offs = torch.arange(2**self.block_bits, device=self.device)
+        bin_ids = (blocks[:, None] * 2**self.block_bits + offs[None, :]).reshape(-1)
+        return bin_ids, counts
+
+    def bin_lower_keys(self, bin_ids: torch.Tensor) -> torch.Tensor:
+        """The smallest 32-bit key of each bin (``score >= float(key)`` is exact for the bin)."""
+        return bin_ids << (32 - self.bits)
+
+    def reset(self) -> None:
+        self.__init__(self.bits, self.block_bits, self.device)  # type: ignore[misc]
+
+    def merge(self, other: BlockHistogram) -> None:
+        """Add ``other``'s counts (blocks allocated as needed)."""
+        if (other.bits, other.block_bits) != (self.bits, self.block_bits):
+            raise ValueError("cannot merge histograms of different resolution")
+        blocks = torch.nonzero(other.slot >= 0).squeeze(1).to(self.device)
+        self._reserve(blocks)
+        self._widen(other.pixels_bound)
+        if other.pool.dtype == torch.int64:
+            self.pool = self.pool.to(torch.int64)
+        src = other.pool[other.slot[blocks.to(other.device)]].to(self.device, self.pool.dtype)
+        self.pool[self.slot[blocks]] += src
+
+    def sync(self) -> None:
+        """Sum over ``torch.distributed`` ranks: union of the blocks, then one all-reduce of their counts."""
+        present = (self.slot >= 0).to(torch.int32)
+        dist.all_reduce(present, op=dist.ReduceOp.MAX)
+        self._reserve(torch.nonzero(present).squeeze(1))
+        self.pool = self.pool.to(torch.int64)
+        blocks = torch.nonzero(self.slot >= 0).squeeze(1)
+        canonical = self.pool[self.slot[blocks]].contiguous()
+        dist.all_reduce(canonical, op=dist.ReduceOp.SUM)
+        self.pool = canonical
+        self.slot[blocks] = torch.arange(blocks.numel(), device=self.device)
+        self.used = blocks.numel()
+        bound = torch.tensor([self.pixels_bound], dtype=torch.int64, device=self.device)
+        dist.all_reduce(bound, op=dist.ReduceOp.SUM)
+        self.pixels_bound = int(bound.item())
+
+    def state_dict(self) -> dict[str, Any]:
+        blocks = torch.nonzero(self.slot >= 0).squeeze(1)
+        return {"bits": self.bits, "block_bits": self.block_bits, "blocks": blocks.cpu(),
+                "counts": self.pool[self.slot[blocks]].cpu().clone(), "pixels_bound": self.pixels_bound}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (state["bits"], state["block_bits"]) != (self.bits, self.block_bits):
+            raise ValueError("histogram state has another resolution")
+        self.reset()
+        blocks = state["blocks"].to(self.device, torch.int64)
+        self.pool = state["counts"].to(self.device).clone()
+        self.slot[blocks] = torch.arange(blocks.numel(), device=self.device)
+        self.used = blocks.numel()
+        self.pixels_bound = int(state["pixels_bound"])
