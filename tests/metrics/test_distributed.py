@@ -99,7 +99,7 @@ def test_sync_over_two_gloo_processes_equals_single_process():
 
 
 def test_sync_without_process_group_is_a_no_op():
-    s, t, sp, st = _data()
+    s, t, _, _ = _data()
     m = AnomalyMetrics("pooled")
     m.update(s, t)
     before = m.compute()

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import average_precision_score, roc_auc_score
+from tests.metrics.reference import FPR_REFERENCES, reference_metrics
 
 from anomalyseg.metrics import AnomalyMetrics
-from tests.metrics.reference import FPR_REFERENCES, reference_metrics
 
 ANOMALY_VALUE = 14  # file value; id 13 after the -1 shift
 

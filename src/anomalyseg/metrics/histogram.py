@@ -13,10 +13,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 _INT32_LIMIT = 2**31 - 1
+
+
+def order_bins(scores: torch.Tensor, bits: int) -> torch.Tensor:
+    """Top ``bits`` of the order-preserving key of float32 ``scores`` (int32 in ``[0, 2**bits)``).
+
+    Same ordering as :func:`~anomalyseg.metrics.curves.float_order_key` (``key >> (32 - bits)``), computed
+    in int32; on CPU through numpy, whose integer kernels are several times faster than torch's here.
+    """
+    if scores.device.type == "cpu":
+        x = scores.detach().to(torch.float32).contiguous().numpy() + np.float32(0.0)  # folds -0.0 onto +0.0
+        i = x.view(np.int32)
+        k = i ^ ((i >> 31) & np.int32(0x7FFFFFFF))
+        return torch.from_numpy((k >> (32 - bits)) + np.int32(2 ** (bits - 1)))
+    i = (scores.to(torch.float32).contiguous() + 0.0).view(torch.int32)
+    k = i ^ ((i >> 31) & 0x7FFFFFFF)
+    return (k >> (32 - bits)) + 2 ** (bits - 1)
 
 
 class BlockHistogram:
@@ -28,12 +45,12 @@ class BlockHistogram:
             sparsely populated octaves, larger ones mean fewer blocks.
     """
 
-    def __init__(self, bits: int = 28, block_bits: int = 14, device: torch.device | str = "cpu") -> None:
-        if not 16 <= bits <= 32 or not 8 <= block_bits < bits:
-            raise ValueError(f"need 16 <= bits <= 32 and 8 <= block_bits < bits, got {bits}, {block_bits}")
+    def __init__(self, bits: int = 27, block_bits: int = 10, device: torch.device | str = "cpu") -> None:
+        if not 16 <= bits <= 30 or not 8 <= block_bits < bits:
+            raise ValueError(f"need 16 <= bits <= 30 and 8 <= block_bits < bits, got {bits}, {block_bits}")
         self.bits, self.block_bits = bits, block_bits
         self.num_blocks = 2 ** (bits - block_bits)
-        self.slot = torch.full((self.num_blocks,), -1, dtype=torch.int64, device=device)
+        self.slot = torch.full((self.num_blocks,), -1, dtype=torch.int32, device=device)
         self.pool = torch.zeros(0, 2, 2**block_bits, dtype=torch.int32, device=device)
         self.used = 0  # slots in use (pool may hold spare capacity)
         self.pixels_bound = 0  # host-side upper bound of the counts held (decides int32 -> int64)
@@ -48,7 +65,7 @@ class BlockHistogram:
 
     def nbytes(self) -> int:
         """Bytes held by the counters (for reporting memory)."""
-        return self.pool.numel() * self.pool.element_size() + self.slot.numel() * 8
+        return self.pool.numel() * self.pool.element_size() + self.slot.numel() * 4
 
     def _reserve(self, blocks: torch.Tensor) -> None:
         """Give each not-yet-allocated block id in ``blocks`` (sorted, unique) a slot."""
@@ -61,7 +78,7 @@ class BlockHistogram:
             grown = torch.zeros(cap, 2, 2**self.block_bits, dtype=self.pool.dtype, device=self.device)
             grown[: self.used] = self.pool[: self.used]
             self.pool = grown
-        self.slot[new] = torch.arange(self.used, self.used + k, device=self.device)
+        self.slot[new] = torch.arange(self.used, self.used + k, dtype=torch.int32, device=self.device)
         self.used += k
 
     def _widen(self, extra: int) -> None:
@@ -69,30 +86,35 @@ class BlockHistogram:
             self.pool = self.pool.to(torch.int64)
         self.pixels_bound += extra
 
-    def add(self, keys: torch.Tensor, positive: torch.Tensor) -> None:
-        """Count 1-D int64 ``keys`` (from ``float_order_key``) with boolean labels ``positive``."""
-        bins = keys >> (32 - self.bits)
-        blocks = bins >> self.block_bits
-        present = torch.bincount(blocks, minlength=self.num_blocks)
-        self._reserve(torch.nonzero(present).squeeze(1))
-        self._widen(keys.numel())
-        low = bins & (2**self.block_bits - 1)
-        idx = (self.slot[blocks] * 2 + positive.to(torch.int64)) * 2**self.block_bits + low
+    def add(self, scores: torch.Tensor, positive: torch.Tensor) -> None:
+        """Count 1-D float ``scores`` with boolean labels ``positive`` (1 = anomaly)."""
+        bins = order_bins(scores, self.bits)
+        self._widen(bins.numel())
+        mask = 2**self.block_bits - 1
+        if bins.device.type == "cpu":  # numpy: torch's CPU integer kernels are ~10x slower here
+            b, y = bins.numpy(), positive.reshape(-1).numpy().astype(np.int32)
+            blocks = b >> self.block_bits
+            self._reserve(torch.from_numpy(np.flatnonzero(np.bincount(blocks, minlength=self.num_blocks))))
+            idx = torch.from_numpy(((self.slot.numpy()[blocks] * 2 + y) << self.block_bits) | (b & mask))
+        else:
+            blocks = bins >> self.block_bits
+            self._reserve(torch.nonzero(torch.bincount(blocks, minlength=self.num_blocks)).squeeze(1))
+            idx = ((self.slot[blocks] * 2 + positive.reshape(-1).to(torch.int32)) << self.block_bits) | (bins & mask)
         flat = self.pool.view(-1)
         flat.index_add_(0, idx, torch.ones((), dtype=flat.dtype, device=flat.device).expand_as(idx))
 
     def ordered(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(bin_ids, counts)``: every bin of the allocated blocks in ascending key order; counts (2, n)."""
         blocks = torch.nonzero(self.slot >= 0).squeeze(1)
-        counts = self.pool[self.slot[blocks]]  # (nb, 2, block)
+        counts = self.pool[self.slot[blocks].long()]  # (nb, 2, block)
         counts = counts.permute(1, 0, 2).reshape(2, -1)
         offs = torch.arange(2**self.block_bits, device=self.device)
-        bin_ids = (blocks[:, None] * 2**self.block_bits + offs[None, :]).reshape(-1)
+        bin_ids = (blocks[:, None] * 2**self.block_bits + offs[None, :]).reshape(-1).to(torch.int64)
         return bin_ids, counts
 
     def bin_lower_keys(self, bin_ids: torch.Tensor) -> torch.Tensor:
         """The smallest 32-bit key of each bin (``score >= float(key)`` is exact for the bin)."""
-        return bin_ids << (32 - self.bits)
+        return bin_ids.to(torch.int64) << (32 - self.bits)
 
     def reset(self) -> None:
         self.__init__(self.bits, self.block_bits, self.device)  # type: ignore[misc]
@@ -106,8 +128,8 @@ class BlockHistogram:
         self._widen(other.pixels_bound)
         if other.pool.dtype == torch.int64:
             self.pool = self.pool.to(torch.int64)
-        src = other.pool[other.slot[blocks.to(other.device)]].to(self.device, self.pool.dtype)
-        self.pool[self.slot[blocks]] += src
+        src = other.pool[other.slot[blocks.to(other.device)].long()].to(self.device, self.pool.dtype)
+        self.pool[self.slot[blocks].long()] += src
 
     def sync(self) -> None:
         """Sum over ``torch.distributed`` ranks: union of the blocks, then one all-reduce of their counts."""
@@ -116,10 +138,10 @@ class BlockHistogram:
         self._reserve(torch.nonzero(present).squeeze(1))
         self.pool = self.pool.to(torch.int64)
         blocks = torch.nonzero(self.slot >= 0).squeeze(1)
-        canonical = self.pool[self.slot[blocks]].contiguous()
+        canonical = self.pool[self.slot[blocks].long()].contiguous()
         dist.all_reduce(canonical, op=dist.ReduceOp.SUM)
         self.pool = canonical
-        self.slot[blocks] = torch.arange(blocks.numel(), device=self.device)
+        self.slot[blocks] = torch.arange(blocks.numel(), dtype=torch.int32, device=self.device)
         self.used = blocks.numel()
         bound = torch.tensor([self.pixels_bound], dtype=torch.int64, device=self.device)
         dist.all_reduce(bound, op=dist.ReduceOp.SUM)
@@ -128,7 +150,7 @@ class BlockHistogram:
     def state_dict(self) -> dict[str, Any]:
         blocks = torch.nonzero(self.slot >= 0).squeeze(1)
         return {"bits": self.bits, "block_bits": self.block_bits, "blocks": blocks.cpu(),
-                "counts": self.pool[self.slot[blocks]].cpu().clone(), "pixels_bound": self.pixels_bound}
+                "counts": self.pool[self.slot[blocks].long()].cpu().clone(), "pixels_bound": self.pixels_bound}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if (state["bits"], state["block_bits"]) != (self.bits, self.block_bits):
@@ -136,6 +158,6 @@ class BlockHistogram:
         self.reset()
         blocks = state["blocks"].to(self.device, torch.int64)
         self.pool = state["counts"].to(self.device).clone()
-        self.slot[blocks] = torch.arange(blocks.numel(), device=self.device)
+        self.slot[blocks] = torch.arange(blocks.numel(), dtype=torch.int32, device=self.device)
         self.used = blocks.numel()
         self.pixels_bound = int(state["pixels_bound"])
