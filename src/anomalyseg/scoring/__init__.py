@@ -1,1 +1,49 @@
-"""anomalyseg.scoring"""
+"""Pixel anomaly scorers: every scorer reads one :class:`~anomalyseg.models.outputs.SegOutput` and returns a
+``(B, H, W)`` float32 map at logits resolution, higher = more anomalous.
+
+>>> from anomalyseg.scoring import get_scorer, score_all
+>>> scorers = [get_scorer("max_logit"), get_scorer("energy", temperature=2)]   # names: max_logit, energy_T2
+>>> maps = score_all(scorers, output)                                          # {name: (B, H, W)}
+
+Scorers with ``requires_fit`` (``sml``, ``sml_full``, ``heat``, ``mahalanobis``) first stream over
+in-distribution data: ``scorer.fit([(output, label), ...])``, or ``fit_update`` / ``sync_fit`` /
+``fit_finalize`` per pass; their state goes through ``state_dict()`` / ``load_state_dict()``.
+"""
+
+from anomalyseg.scoring.base import FIT_COMMAND, Scorer
+from anomalyseg.scoring.gen import GEN
+from anomalyseg.scoring.heat import HEAT
+from anomalyseg.scoring.mahalanobis import Mahalanobis
+from anomalyseg.scoring.posthoc import MSP, Energy, Entropy, MaxLogit
+from anomalyseg.scoring.rba import RbA
+from anomalyseg.scoring.registry import (
+    SCORERS,
+    available_scorers,
+    check_unique,
+    get_scorer,
+    score_all,
+    scorer_settings,
+    scorers_from_spec,
+)
+from anomalyseg.scoring.sml import SML
+
+__all__ = [
+    "FIT_COMMAND",
+    "GEN",
+    "HEAT",
+    "MSP",
+    "SCORERS",
+    "SML",
+    "Energy",
+    "Entropy",
+    "Mahalanobis",
+    "MaxLogit",
+    "RbA",
+    "Scorer",
+    "available_scorers",
+    "check_unique",
+    "get_scorer",
+    "score_all",
+    "scorer_settings",
+    "scorers_from_spec",
+]

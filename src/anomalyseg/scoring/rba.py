@@ -1,0 +1,30 @@
+"""Rejected by All (Nayal et al., ICCV 2023): ``-sum_c tanh(z_c)``.
+
+As in the official code (NazirNayal8/RbA, ``get_RbA``: ``-logits.tanh().sum(dim=0)``). A pixel that every
+class rejects (all logits negative) scores highest. RbA was designed for one-vs-all class scores
+(Mask2Former); on the logits of a softmax cross-entropy model, whose common offset is free, the score
+also depends on that offset.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from anomalyseg.scoring.base import Scorer
+
+if TYPE_CHECKING:
+    from anomalyseg.models.outputs import SegOutput
+
+
+class RbA(Scorer):
+    """``-sum_c tanh(z_c)``; higher = rejected by more classes."""
+
+    kind = "rba"
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name=name)
+
+    def _score(self, output: SegOutput) -> torch.Tensor:
+        return -torch.tanh(output.logits.float()).sum(1)

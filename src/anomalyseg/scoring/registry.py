@@ -1,0 +1,134 @@
+"""Scorers by name: one plain dict, filled explicitly (adding a scorer = one file + one line here + one test).
+
+An entry maps a name to ``(class, preset settings)``; ``sml_full`` is SML with the paper's post-processing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from anomalyseg.errors import UserError
+from anomalyseg.scoring.base import Scorer, name_with_settings
+from anomalyseg.scoring.gen import GEN
+from anomalyseg.scoring.heat import HEAT
+from anomalyseg.scoring.mahalanobis import Mahalanobis
+from anomalyseg.scoring.posthoc import MSP, Energy, Entropy, MaxLogit
+from anomalyseg.scoring.rba import RbA
+from anomalyseg.scoring.sml import SML
+
+if TYPE_CHECKING:
+    from anomalyseg.models.outputs import SegOutput
+
+SCORERS: dict[str, tuple[type[Scorer], dict[str, Any]]] = {
+    "max_logit": (MaxLogit, {}),
+    "msp": (MSP, {}),
+    "energy": (Energy, {}),
+    "entropy": (Entropy, {}),
+    "rba": (RbA, {}),
+    "gen": (GEN, {}),
+    "sml": (SML, {}),
+    "sml_full": (SML, {"boundary_suppression": True, "dilated_smoothing": True}),
+    "heat": (HEAT, {}),
+    "mahalanobis": (Mahalanobis, {}),
+}
+
+
+def available_scorers() -> list[str]:
+    """Registered scorer names, in registry order."""
+    return list(SCORERS)
+
+
+def scorer_settings(name: str) -> dict[str, Any]:
+    """The settings a registered scorer accepts, with their defaults (presets applied)."""
+    cls, preset = _lookup(name)
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name not in ("self", "name") and p.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **preset}
+
+
+def get_scorer(name: str, /, **params: Any) -> Scorer:
+    """Build the scorer registered as ``name`` with ``params`` (``name=`` sets the result's label).
+
+    Without an explicit ``name=``, the label is the registry name plus the settings that differ from its
+    defaults, e.g. ``get_scorer("energy", temperature=2).name == "energy_T2"``.
+    """
+    cls, preset = _lookup(name)
+    accepted = scorer_settings(name)
+    unknown = sorted(set(params) - set(accepted) - {"name"})
+    if unknown:
+        raise UserError(f"scorer '{name}' has no setting {unknown}; it accepts {sorted(accepted)}")
+    label = params.pop("name", None)
+    settings = {**preset, **params}
+    if label is None:
+        label = name_with_settings(cls, name, params, reference=accepted)
+    return cls(name=label, **settings)
+
+
+def scorers_from_spec(spec: str | Sequence[str]) -> list[Scorer]:
+    """Scorers from a command-line spec: ``"all"`` or ``"max_logit,energy:temperature=2,sml_full"``.
+
+    Each item is ``NAME[:KEY=VALUE[:KEY=VALUE...]]``; values parse as bool (true/false), none, int, float
+    or text. Labels must come out unique (give ``:name=LABEL`` to tell two configurations apart).
+    """
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if items == ["all"]:
+        items = available_scorers()
+    if not items:
+        raise UserError("no scorer given; choose from " + ", ".join(available_scorers()) + " or 'all'")
+    scorers = []
+    for item in items:
+        name, *pairs = item.split(":")
+        params: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise UserError(f"scorer setting {pair!r} in {item!r} is not KEY=VALUE")
+            params[key.strip()] = _parse_value(value.strip())
+        scorers.append(get_scorer(name.strip(), **params))
+    check_unique(scorers)
+    return scorers
+
+
+def check_unique(scorers: Iterable[Scorer]) -> None:
+    """Raise :class:`UserError` when two scorers share a name (their results would collide)."""
+    seen: set[str] = set()
+    for s in scorers:
+        if s.name in seen:
+            raise UserError(f"two scorers are named '{s.name}'; give one an explicit name (name=...)")
+        seen.add(s.name)
+
+
+def score_all(scorers: Iterable[Scorer], output: SegOutput) -> dict[str, torch.Tensor]:
+    """Every scorer on the same forward pass: ``{name: (B, H, W) float32}``."""
+    scorers = list(scorers)
+    check_unique(scorers)
+    return {s.name: s.score(output) for s in scorers}
+
+
+def _lookup(name: str) -> tuple[type[Scorer], dict[str, Any]]:
+    if name not in SCORERS:
+        raise UserError(f"unknown scorer '{name}'; available: {', '.join(available_scorers())}")
+    return SCORERS[name]
+
+
+def _parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
