@@ -1,0 +1,67 @@
+"""Batching dict samples, and the 1 / 0 / ignore anomaly map the metrics read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from anomalyseg.data.info import IGNORE_INDEX, STREETHAZARDS
+
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
+
+_STACKED = ("image", "label")
+
+
+def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack ``image`` and ``label`` tensors of a list of samples; other keys become lists.
+
+    Use as ``DataLoader(dataset, collate_fn=collate_samples)``. Images of different sizes cannot be stacked:
+    use a transform with a fixed output size, or batch size 1 at native resolution.
+    """
+    if not samples:
+        raise ValueError("collate_samples got an empty batch")
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if key in _STACKED and isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) > 1:
+                ids = [s.get("id") for s in samples]
+                raise ValueError(f"cannot stack {key!r} of different shapes {sorted(shapes)} (samples {ids}); "
+                                 "resize to one size or use batch size 1")
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    return batch
+
+
+def anomaly_target(
+    label: ArrayT,
+    anomaly_ids: Iterable[int] = (STREETHAZARDS.anomaly_id,),
+    ignore_ids: Iterable[int] = (),
+    ignore_index: int = IGNORE_INDEX,
+) -> ArrayT:
+    """Binary anomaly map for the metrics: 1 where ``label`` is an anomaly id, 0 for known classes, and
+    ``ignore_index`` where the label is already ``ignore_index`` or one of ``ignore_ids``.
+
+    ``ignore_ids`` reproduces protocols that drop classes from the evaluation, e.g. ``(3,)`` ("other") or
+    ``(0,)`` ("unlabeled"). Works on tensors (any device) and numpy arrays; keeps the input's type and dtype.
+    """
+    anomaly_ids, ignore_ids = tuple(int(i) for i in anomaly_ids), tuple(int(i) for i in ignore_ids)
+    if set(anomaly_ids) & set(ignore_ids):
+        raise ValueError(f"ids {sorted(set(anomaly_ids) & set(ignore_ids))} are both anomaly and ignored")
+    if isinstance(label, torch.Tensor):
+        def isin(ids: tuple[int, ...]) -> torch.Tensor:
+            return torch.isin(label, torch.tensor(ids, dtype=label.dtype, device=label.device))
+        out = torch.zeros_like(label)
+        out[isin(anomaly_ids)] = 1
+        out[isin((*ignore_ids, ignore_index))] = ignore_index
+        return out
+    arr = np.asarray(label)
+    out_np = np.zeros_like(arr)
+    out_np[np.isin(arr, anomaly_ids)] = 1
+    out_np[np.isin(arr, (*ignore_ids, ignore_index))] = ignore_index
+    return out_np
