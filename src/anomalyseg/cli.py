@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "anomalyseg.models.commands",
     "anomalyseg.engine.train_cli",
     "anomalyseg.engine.eval_cli",
+    "anomalyseg.viz.commands",
+    "anomalyseg.report.commands",
 )
 
 log = logging.getLogger("anomalyseg")

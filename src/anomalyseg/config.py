@@ -1,0 +1,358 @@
+"""One typed schema for runs: nested dataclasses loaded from YAML with ``key.sub=value`` overrides.
+
+The loader (:func:`load_config`, :func:`config_from_dict`) works over ANY dataclass, so evaluation and sweep
+configs reuse it. Values are checked against the field annotations (``Optional``, ``Literal``, ``tuple``,
+``list``, ``dict``, nested dataclasses); an unknown key or a wrong type is one-line :class:`UserError` that
+names the key. Own code instead of OmegaConf/pydantic: ~150 lines, no extra dependency, exact messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from anomalyseg.errors import UserError
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Schema of a training run
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Dataset, augmentation and loader settings (crop / resize sizes are ``[height, width]``)."""
+
+    root: str = "data/streethazards"
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: tuple[int, int] = (512, 512)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    color_jitter: bool = True
+    blur: bool = True
+    val_size: tuple[int, int] | None = None  # None: validate at native resolution
+    batch_size: int = 8
+    val_batch_size: int = 1
+    workers: int = 4
+    on_error: Literal["skip", "raise"] = "skip"
+    max_train_samples: int | None = None  # first N training samples only (smoke runs)
+    max_val_samples: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    """Which network; ``name`` is a registry name or ``package.module:factory`` for a custom model."""
+
+    name: str = "deeplabv3plus_resnet50"
+    pretrained: bool = False
+    aux: bool | None = None  # None: the model's default
+    aux_weight: float = 0.4
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer; 1-D parameters (norms, biases) get no weight decay unless ``decay_norm_and_bias``."""
+
+    name: Literal["adamw", "sgd", "adam"] = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    decay_norm_and_bias: bool = False
+    backbone_lr_mult: float = 1.0  # lr factor for parameters under backbone_prefixes
+    backbone_prefixes: tuple[str, ...] = ("backbone.", "encoder.", "segformer.")
+    grad_clip_norm: float | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, stepped once per optimizer step (plateau: once per validation)."""
+
+    name: Literal["poly", "cosine", "plateau", "constant"] = "poly"
+    warmup_iters: int = 0
+    warmup_epochs: float = 0.0  # converted with the steps per epoch; give one of the two
+    warmup_start_factor: float = 0.001
+    power: float = 0.9
+    min_lr_factor: float = 0.0  # poly / cosine end at (and plateau never drops below) this x the initial lr
+    plateau_factor: float = 0.1
+    plateau_patience: int = 2  # validations without improvement before the lr drops
+
+
+@dataclass
+class TrainConfig:
+    """Loop, precision, reproducibility and bookkeeping."""
+
+    epochs: int = 40
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    grad_accum: int = 1
+    val_every: int = 1
+    early_stop_patience: int | None = None  # validations without improvement
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    class_weights: list[float] | None = None
+    class_balance: Literal["none", "inverse_sqrt", "median_freq"] = "none"  # weights from train-label counts
+    sync_bn: bool = True  # CUDA + DDP only
+    checkpoint_every_steps: int = 500  # mid-epoch "last" checkpoints, for exact resume
+    log_every: int = 20
+    num_vis_images: int = 4
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """A training run: everything needed to reproduce it is in here (``config.yaml`` in the run dir)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: str = "runs"
+    run_name: str | None = None  # None: <model>_<timestamp>
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generic loader
+# ---------------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against annotation ``tp``; raises :class:`UserError` naming ``key``."""
+
+    def bad(expected: str | None = None) -> UserError:
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+        return UserError(
+            f"config key '{key}': expected {expected or _type_name(tp)}, got {type(value).__name__} {shown}"
+        )
+
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise bad(f"a mapping of {tp.__name__} fields")
+        return _build(tp, value, key)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _is_union(tp):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except UserError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise bad()
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"config key '{key}': expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad(f"a list ({_type_name(tp)})")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad(f"a list of {len(args)} values ({_type_name(tp)})")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad(f"a list ({_type_name(tp)})")
+        return [_coerce(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise bad("a mapping")
+        vt = args[1] if args else Any
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("true/false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if isinstance(tp, type):
+        if not isinstance(value, tp):
+            raise bad()
+        return value
+    raise TypeError(f"config key '{key}': unsupported annotation {tp!r}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise UserError(f"unknown config key '{full}' (known here: {', '.join(names)})")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def config_from_dict(schema: type[T], data: Mapping[str, Any] | None) -> T:
+    """Build and check a ``schema`` instance from a plain (YAML-like) mapping; missing keys keep defaults."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise UserError(f"a config must be a mapping of keys, got {type(data).__name__}")
+    return _build(schema, data)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain dict of lists / dicts / primitives (tuples become lists): YAML-, JSON- and checkpoint-safe."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def _field_type(schema: type, dotted: str) -> Any:
+    """Annotation of the field at ``dotted`` (``Any`` inside free-form dicts); UserError when unknown."""
+    tp: Any = schema
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        here = ".".join(parts[: i + 1])
+        while _is_union(tp):  # Optional[Dataclass] -> Dataclass
+            inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = inner[0] if len(inner) == 1 else Any
+        if dataclasses.is_dataclass(tp):
+            hints = _hints(tp)
+            if part not in hints:
+                known = ", ".join(f.name for f in dataclasses.fields(tp))
+                raise UserError(f"unknown config key '{here}' (known here: {known})")
+            tp = hints[part]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        elif tp is Any:
+            return Any
+        else:
+            raise UserError(f"config key '{here}': '{'.'.join(parts[:i])}' is not a section")
+    return tp
+
+
+def parse_override(schema: type, text: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> (``"a.b"``, parsed value). Strings stay raw for ``str`` fields."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"override {text!r} is not of the form key.sub=value")
+    tp = _field_type(schema, key)
+    plain_str = tp is str or (_is_union(tp) and str in typing.get_args(tp) and raw.strip() not in ("null", "~"))
+    if plain_str:
+        return key, raw
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"override {key}: cannot parse value {raw!r} ({exc.__class__.__name__})") from None
+
+
+def apply_overrides(schema: type[T], data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A deep copy of ``data`` with each ``key.sub=value`` set (sections created as needed)."""
+    out = yaml.safe_load(yaml.safe_dump(config_to_dict(dict(data)))) or {}
+    for text in overrides:
+        key, value = parse_override(schema, text)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"override {key}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML mapping; a missing / unreadable / non-mapping file is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise UserError(f"cannot read config {path}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    path: str | Path | None, overrides: Iterable[str] = (), schema: type[T] = Config  # type: ignore[assignment]
+) -> T:
+    """Load ``schema`` from a YAML file (or defaults when ``path`` is None) and apply typed overrides."""
+    data = read_yaml(path) if path is not None else {}
+    return config_from_dict(schema, apply_overrides(schema, data, overrides))
+
+
+def dump_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (keys in schema order)."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def diff_configs(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (or their dict forms)."""
+    da = a if isinstance(a, Mapping) else config_to_dict(a)
+    db = b if isinstance(b, Mapping) else config_to_dict(b)
+    out = []
+    for key in sorted(set(da) | set(db)):
+        full = f"{prefix}.{key}" if prefix else key
+        va, vb = da.get(key), db.get(key)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out += diff_configs(va, vb, full)
+        elif va != vb:
+            out.append(full)
+    return out

@@ -1,0 +1,364 @@
+"""One-pass evaluation and streaming scorer fits.
+
+:func:`run_evaluation`: ONE forward pass per batch (optionally test-time augmented), logits upsampled to the
+label's native resolution, then every scorer and every metric consumes that output before the next batch:
+memory follows the batch, never the dataset. :func:`fit_scorers`: the in-distribution fitting passes of the
+scorers that need them, one model pass over the loader per fitting pass, mergeable across ranks.
+
+Protocols (every result records which one produced it):
+
+* ``per_image`` -- the official StreetHazards protocol (hendrycks/anomaly-seg ``eval_ood.py``): metrics on
+  each image's pixels, averaged over the images holding both classes; FPR95 by the "closest" rule; EVERY
+  pixel counts (a label-255 pixel counts as normal, as in the official code) unless ``ignore_ids`` are given,
+  then those pixels and 255 are left out.
+* ``pooled`` -- one curve over all pixels of all images, FPR95 by the "first" rule (SegmentMeIfYouCan
+  style); label-255 pixels and ``ignore_ids`` are left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from anomalyseg.engine.tta import TTA, forward
+from anomalyseg.errors import NotFittedError, UserError
+from anomalyseg.metrics import AnomalyMetrics, SegmentationMetrics
+from anomalyseg.metrics.base import distributed_ready
+from anomalyseg.scoring import FIT_COMMAND, Scorer, check_unique
+from anomalyseg.scoring.base import labels_at
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = 255
+PROTOCOLS = ("per_image", "pooled")
+EVAL_AT = ("label", "input")
+PER_IMAGE_KEYS = ("auroc", "aupr", "fpr95")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------
+class StageTimer:
+    """Wall-clock seconds per stage; on CUDA every stage ends with ``torch.cuda.synchronize`` so that
+    asynchronous kernels are charged to the stage that launched them."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.seconds: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def __call__(self, *keys: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.add(time.perf_counter() - start, *keys)
+
+    def add(self, seconds: float, *keys: str) -> None:
+        for key in keys:
+            self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------
+def protocol_settings(protocol: str, ignore_ids: Sequence[int], anomaly_ids: Sequence[int], eval_at: str
+                      ) -> dict[str, Any]:
+    """Exactly how ``protocol`` is measured (stored with every result)."""
+    ignore_ids = sorted(int(i) for i in ignore_ids)
+    common = {"protocol": protocol, "anomaly_ids": sorted(int(i) for i in anomaly_ids), "ignore_ids": ignore_ids,
+              "eval_at": eval_at}
+    if protocol == "per_image":
+        official = not ignore_ids
+        return {**common, "fpr_rule": "closest", "ignore_index": None if official else IGNORE_INDEX,
+                "aggregation": "mean over images holding both anomaly and normal pixels",
+                "pixels": ("every pixel; label 255 counts as normal (official StreetHazards code)" if official
+                           else f"label ids {ignore_ids} and 255 left out"),
+                "official_streethazards": official}
+    return {**common, "fpr_rule": "first", "ignore_index": IGNORE_INDEX,
+            "aggregation": "one curve over all pixels of all images",
+            "pixels": f"label 255{' and ids ' + str(ignore_ids) if ignore_ids else ''} left out",
+            "official_streethazards": False}
+
+
+def _accumulator(protocol: str, ignore_ids: Sequence[int]) -> AnomalyMetrics:
+    if protocol == "per_image":
+        return AnomalyMetrics.streethazards(ignore_index=IGNORE_INDEX if ignore_ids else None)
+    return AnomalyMetrics("pooled", ignore_index=IGNORE_INDEX, fpr_rule="first")
+
+
+def _isin(label: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+    return torch.isin(label, torch.tensor(list(ids), dtype=label.dtype, device=label.device))
+
+
+def _targets(label: torch.Tensor, protocols: Sequence[str], anomaly_ids: Sequence[int], ignore_ids: Sequence[int]
+             ) -> dict[str, torch.Tensor]:
+    """Per protocol, the 1 / 0 (/ 255) anomaly map the accumulators read."""
+    anomaly = _isin(label, anomaly_ids)
+    dropped = _isin(label, [*ignore_ids, IGNORE_INDEX])
+    masked = torch.where(dropped, torch.full_like(label, IGNORE_INDEX), anomaly.to(label.dtype))
+    out = {}
+    for p in protocols:
+        out[p] = anomaly.to(label.dtype) if (p == "per_image" and not ignore_ids) else masked
+    return out
+
+
+def check_fitted(scorers: Iterable[Scorer]) -> None:
+    """Fail before any forward pass when a scorer that needs fitting has no fitted state."""
+    missing = [s.name for s in scorers if s.requires_fit and not s.is_fitted]
+    if missing:
+        raise NotFittedError(f"scorer(s) {', '.join(missing)} not fitted: run `{FIT_COMMAND} --scorers "
+                             f"{','.join(missing)}` first")
+
+
+def _positions(loader: Any) -> Iterator[int]:
+    """Dataset positions in loader order: the shard's indices (ShardSampler) or 0, 1, 2, ..."""
+    indices = getattr(getattr(loader, "sampler", None), "indices", None)
+    if indices is not None:
+        yield from indices
+    count = 0 if indices is None else len(indices)
+    while True:  # loaders without a known order (or a sampler shorter than the data): running count
+        yield count
+        count += 1
+
+
+def _batch_size(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+@torch.no_grad()
+def run_evaluation(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    scorers: Sequence[Scorer],
+    device: torch.device | str,
+    *,
+    num_classes: int = 13,
+    anomaly_ids: Sequence[int] = (13,),
+    ignore_ids: Sequence[int] = (),
+    protocols: Sequence[str] = ("per_image", "pooled"),
+    tta: TTA | None = None,
+    eval_at: str = "label",
+    class_names: Sequence[str] | None = None,
+    curve_points: int = 512,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Closed-set segmentation metrics plus every scorer under every protocol, from one pass over ``loader``.
+
+    ``loader`` yields dict batches (``collate_samples``) with ``image`` (model input) and ``label`` (native
+    resolution, ids; 255 ignore). ``eval_at="label"`` upsamples the logits to the label resolution (the
+    official way); ``"input"`` resizes the labels (nearest) to the input resolution instead. Under
+    ``torch.distributed`` every metric is summed over ranks and per-image records are gathered on all ranks.
+    Returns plain Python data: ``segmentation``, ``protocols``, ``scorers`` (metrics per protocol, pooled
+    curve), ``per_image`` (dataset order) and ``timings``.
+    """
+    device = torch.device(device)
+    scorers = list(scorers)
+    check_unique(scorers)
+    check_fitted(scorers)
+    protocols = tuple(dict.fromkeys(protocols))
+    if not protocols or any(p not in PROTOCOLS for p in protocols):
+        raise UserError(f"protocols must be a non-empty subset of {PROTOCOLS}, got {list(protocols)}")
+    if eval_at not in EVAL_AT:
+        raise UserError(f"eval_at must be one of {EVAL_AT}, got {eval_at!r}")
+    anomaly_ids = tuple(int(i) for i in anomaly_ids)
+    ignore_ids = tuple(sorted({int(i) for i in ignore_ids}))
+    if set(anomaly_ids) & set(ignore_ids):
+        raise UserError(f"ids {sorted(set(anomaly_ids) & set(ignore_ids))} cannot be both anomaly and ignored")
+    if not scorers:
+        log.warning("no scorer given: only closed-set segmentation metrics are measured")
+    needs_features = any(s.needs_features for s in scorers)
+
+    seg = SegmentationMetrics(num_classes, ignore_index=IGNORE_INDEX)
+    accs = {s.name: {p: _accumulator(p, ignore_ids) for p in protocols} for s in scorers}
+    timer = StageTimer(device)
+    records: list[dict[str, Any]] = []
+    positions = _positions(loader)
+    model.eval()
+    bar = tqdm(total=_batch_size(loader), desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
+    start = tick = time.perf_counter()
+    for batch in loader:
+        timer.add(time.perf_counter() - tick, "data")
+        with timer("transfer"):
+            images = batch["image"].to(device, non_blocking=True)
+            label = batch["label"].to(device, non_blocking=True).long()
+        with timer("inference"):
+            size = tuple(label.shape[-2:]) if eval_at == "label" else tuple(images.shape[-2:])
+            output = forward(model, images, size, tta=tta, return_features=needs_features)
+            if output.logits.shape[1] != num_classes:
+                raise UserError(f"the model predicts {output.logits.shape[1]} classes, the dataset has {num_classes}")
+        with timer("metrics", "metrics_segmentation"):
+            if tuple(label.shape[-2:]) != size:
+                label = labels_at(label, size)
+            known = torch.where(_isin(label, anomaly_ids), torch.full_like(label, IGNORE_INDEX), label)
+            seg.update(output.logits.max(1).indices, known)  # max(1) is ~3x faster than argmax(1) on CPU
+            targets = _targets(label, protocols, anomaly_ids, ignore_ids)
+        ids = list(batch.get("id") or [None] * label.shape[0])
+        batch_records = [{"position": next(positions), "id": i, "metrics": {}} for i in ids]
+        for scorer in scorers:
+            with timer("scoring", f"scoring/{scorer.name}"):
+                score = scorer.score(output)
+            with timer("metrics", f"metrics/{scorer.name}"):
+                for p, acc in accs[scorer.name].items():
+                    acc.update(score, targets[p])
+            if "per_image" in protocols:
+                for rec, values in zip(batch_records, accs[scorer.name]["per_image"].per_image[-len(ids):]):
+                    rec.setdefault("num_anomaly", values["num_positive"])
+                    rec.setdefault("num_normal", values["num_negative"])
+                    rec["metrics"][scorer.name] = {k: values.get(k) for k in PER_IMAGE_KEYS}
+            del score
+        if not scorers or "per_image" not in protocols:
+            for rec, t in zip(batch_records, targets[protocols[0]]):
+                rec["num_anomaly"], rec["num_normal"] = int((t == 1).sum()), int((t == 0).sum())
+        records.extend(batch_records)
+        del output, images, label, targets
+        bar.update(1)
+        tick = time.perf_counter()
+    bar.close()
+    timer.add(time.perf_counter() - start, "loop")
+
+    with timer("metrics", "metrics_sync"):
+        seg.sync()
+        for by_protocol in accs.values():
+            for acc in by_protocol.values():
+                acc.sync()
+    records = _gather_records(records)
+    if not records:
+        raise UserError("the loader yielded no image to evaluate")
+    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+    seg_out = seg.compute()
+    seg_out["per_class_iou"] = dict(zip(names, seg_out["per_class_iou"]))
+    seg_out["per_class_accuracy"] = dict(zip(names, seg_out["per_class_accuracy"]))
+    seg_out.update(classes=names, excluded_ids=[*anomaly_ids, IGNORE_INDEX],
+                   note=f"closed-set over the {num_classes} known classes; anomaly pixels (ids {list(anomaly_ids)}) "
+                        f"and label {IGNORE_INDEX} are excluded")
+    results: dict[str, Any] = {
+        "segmentation": seg_out,
+        "protocols": {p: protocol_settings(p, ignore_ids, anomaly_ids, eval_at) for p in protocols},
+        "tta": tta.describe() if tta is not None else None,
+        "eval_at": eval_at,
+        "num_images": len(records),
+        "scorers": {},
+        "per_image": records,
+    }
+    for scorer in scorers:
+        entry: dict[str, Any] = {"kind": scorer.kind, "params": dict(scorer.params),
+                                 "requires_fit": scorer.requires_fit, "metrics": {}}
+        for p, acc in accs[scorer.name].items():
+            entry["metrics"][p] = {**acc.compute(), "protocol_settings": results["protocols"][p]}
+            if p == "pooled":
+                entry["curve"] = acc.curve(max_points=curve_points)
+        results["scorers"][scorer.name] = entry
+    results["timings"] = _timings(timer.seconds, len(records))
+    if scorers and not any(r.get("num_anomaly") for r in records):
+        log.warning("no anomaly pixel (ids %s) in the evaluated labels: AUROC / AUPR / FPR95 are undefined (null); "
+                    "anomaly metrics need the test split", list(anomaly_ids))
+    elif "per_image" in protocols and scorers:
+        skipped = results["scorers"][scorers[0].name]["metrics"]["per_image"]["num_images_skipped"]
+        if skipped:
+            log.warning("%d of %d images hold only one class (anomaly or normal) and are left out of the per-image "
+                        "means, as in the official protocol", skipped, len(records))
+    return results
+
+
+def _gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's per-image records, in dataset order."""
+    if distributed_ready():
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, records)
+        records = [r for part in parts for r in part]
+    records = sorted(records, key=lambda r: r["position"])
+    return [{"index": i, **{k: v for k, v in r.items() if k != "position"}} for i, r in enumerate(records)]
+
+
+def _timings(seconds: dict[str, float], num_images: int) -> dict[str, Any]:
+    """Stage totals of this rank (and, under torch.distributed, the slowest rank's) plus per-image means."""
+    per_rank = [seconds]
+    if distributed_ready():
+        per_rank = [None] * dist.get_world_size()  # type: ignore[list-item]
+        dist.all_gather_object(per_rank, seconds)
+    slowest = {k: max(r.get(k, 0.0) for r in per_rank) for k in per_rank[0]}
+    main = ("data", "transfer", "inference", "scoring", "metrics")
+    summary = {f"{k}_s": round(slowest.get(k, 0.0), 4) for k in (*main, "loop")}
+    busy = sum(slowest.get(k, 0.0) for k in ("inference", "scoring", "metrics")) or 1.0
+    summary.update(
+        images=num_images,
+        ranks=len(per_rank),
+        seconds_per_image=round(slowest.get("loop", 0.0) * len(per_rank) / max(num_images, 1), 4),
+        share={k: round(slowest.get(k, 0.0) / busy, 4) for k in ("inference", "scoring", "metrics")},
+        detail={k: round(v, 4) for k, v in sorted(slowest.items()) if k not in main and k != "loop"},
+        note="seconds summed over the loop (slowest rank); CUDA synchronised at every stage boundary",
+    )
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fitting
+# ---------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def fit_scorers(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    scorers: Sequence[Scorer],
+    device: torch.device | str,
+    *,
+    tta: TTA | None = None,
+    progress: bool = False,
+) -> list[Scorer]:
+    """Fit every scorer that needs it on in-distribution batches (known ids / 255 labels only).
+
+    One model pass over ``loader`` per fitting pass (``fit_passes``: 2 for HEAT's feature term); labels are
+    resized (nearest) to the logits resolution, i.e. the model input. Under ``torch.distributed`` each
+    pass ends with ``sync_fit`` so every rank finishes with the statistics of the whole split. A label
+    holding an id outside the known classes (the anomaly id) is refused by the scorers' leakage check.
+    The caller refuses the test split itself (:func:`anomalyseg.engine.guards.assert_no_anomaly`).
+    Returns the scorers, now fitted (post-hoc scorers are passed through untouched).
+    """
+    device = torch.device(device)
+    scorers = list(scorers)
+    check_unique(scorers)
+    model.eval()
+    pass_no = 0
+    while active := [s for s in scorers if s.requires_fit and not s.is_fitted]:
+        pass_no += 1
+        needs_features = any(s.needs_features for s in active)
+        seen = 0
+        desc = f"fit pass {pass_no}"
+        for batch in tqdm(loader, total=_batch_size(loader), desc=desc, unit="batch", disable=not progress,
+                          dynamic_ncols=True):
+            images = batch["image"].to(device, non_blocking=True)
+            output = forward(model, images, None, tta=tta, return_features=needs_features)
+            label = labels_at(batch["label"].to(device, non_blocking=True).long(), tuple(output.logits.shape[-2:]))
+            for scorer in active:
+                scorer.fit_update(output, label)
+            seen += images.shape[0]
+        if distributed_ready():
+            counts: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(counts, seen)
+            if min(counts) == 0:
+                raise UserError(f"a rank received no fitting image ({counts} per rank): use fewer processes")
+        elif seen == 0:
+            raise UserError("the fitting loader yielded no image")
+        for scorer in active:
+            scorer.sync_fit()
+            scorer.fit_finalize()
+        log.info("fitting pass %d done on %d images (this rank): %s", pass_no, seen,
+                 ", ".join(s.name for s in active))
+    return scorers

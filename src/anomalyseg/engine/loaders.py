@@ -1,0 +1,129 @@
+"""Data loading for training: resumable shuffled sampling and per-sample seeded augmentation.
+
+Exact resume needs two things the stock pieces lack: starting an epoch at batch k
+(:class:`ResumableSampler`, a ``DistributedSampler`` that can skip its first samples) and augmentations
+that do not depend on which worker process drew them (:class:`SeededSamples` seeds python / numpy / torch
+RNGs from ``(seed, epoch, rank, position)`` around each sample, then restores them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """Seed python, numpy and torch (CPU) RNGs for the block, then put their previous states back."""
+    py, np_state, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.set_rng_state(th)
+
+
+class SeededSamples(Dataset):
+    """``dataset[(index, seed)]`` = ``base[index]`` drawn under :func:`seeded_rngs(seed)`; plain ints pass."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Any:
+        if isinstance(item, tuple):
+            index, seed = item
+            with seeded_rngs(seed):
+                return self.base[index]
+        return self.base[item]
+
+    def __getattr__(self, name: str) -> Any:  # info, num_read_errors, ... of the wrapped dataset
+        if name == "base" or name.startswith("__"):  # never forward protocol hooks such as __getitems__
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
+    """A 63-bit seed that depends only on the run seed and where the sample sits in the epoch's order."""
+    return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(1, np.uint64)[0]) >> 1
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` yielding ``(index, sample_seed)`` pairs that can start mid-epoch.
+
+    ``set_epoch(e)`` reshuffles (deterministically from ``seed`` and ``e``) and restarts at 0;
+    ``set_start(k)`` then skips this rank's first ``k`` samples (the batches a resumed run already saw).
+    """
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
+                 seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=False)
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        order = list(super().__iter__())
+        for position in range(self.start, len(order)):
+            yield order[position], sample_seed(self.seed, self.epoch, self.rank, position)
+
+    def __len__(self) -> int:
+        return max(self.num_samples - self.start, 0)
+
+
+class ShardSampler(Sampler[int]):
+    """Rank r of W gets indices r, r+W, r+2W, ... with NO padding, so sharded metrics count each sample once."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_train_loader(
+    dataset: Dataset, *, batch_size: int, workers: int, seed: int, rank: int = 0, world_size: int = 1,
+    collate_fn: Any = None, pin_memory: bool = False,
+) -> tuple[DataLoader, ResumableSampler]:
+    """Shuffled, drop-last training loader over :class:`SeededSamples`; returns ``(loader, sampler)``."""
+    wrapped = SeededSamples(dataset)
+    sampler = ResumableSampler(wrapped, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed + rank)  # worker base seeds never touch the global RNG
+    loader = DataLoader(
+        wrapped, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
+        drop_last=True, pin_memory=pin_memory, generator=generator, persistent_workers=False,
+    )
+    return loader, sampler
+
+
+def make_eval_loader(
+    dataset: Dataset, *, batch_size: int, workers: int, rank: int = 0, world_size: int = 1,
+    collate_fn: Any = None, pin_memory: bool = False,
+) -> DataLoader:
+    """In-order loader over this rank's unpadded shard."""
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size),  # type: ignore[arg-type]
+        num_workers=workers, collate_fn=collate_fn, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(0),  # validating must not advance the global RNG
+    )

@@ -1,0 +1,178 @@
+"""The training loop, torchvision-references style: two flat functions plus :func:`train` that wires a run.
+
+``train_one_epoch`` runs optimizer steps (AMP, channels_last, gradient accumulation, DDP ``no_sync``);
+``evaluate_segmentation`` fills one dataset-level confusion matrix (synced across ranks). ``train`` builds
+everything from a :class:`~anomalyseg.config.Config`, owns the run directory and checkpoints, and resumes
+exactly from a mid-epoch checkpoint (see :mod:`anomalyseg.engine.loaders` for how data order and
+augmentation replay).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from anomalyseg.metrics import SegmentationMetrics
+from anomalyseg.models.outputs import SegOutput
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, float | None], None]
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``bf16`` / ``fp16`` on CUDA; a null context otherwise."""
+    if amp == "none" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[amp])
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images = batch["image"].to(device, non_blocking=True)
+    if channels_last and device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch["label"].to(device, non_blocking=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: Callable[[SegOutput, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable[dict[str, Any]],
+    scheduler: Any,
+    device: torch.device,
+    epoch: int,
+    *,
+    num_batches: int,
+    start_batch: int = 0,
+    grad_accum: int = 1,
+    amp: str = "none",
+    channels_last: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip_norm: float | None = None,
+    log_every: int = 20,
+    on_step: StepCallback | None = None,
+    progress: bool = True,
+) -> float:
+    """Train over batches ``start_batch .. num_batches-1`` of ``loader`` (which starts at ``start_batch``).
+
+    One optimizer step per ``grad_accum`` batches; ``scheduler.step()`` after each. ``on_step(batches_done,
+    loss)`` is called after every optimizer step (``loss``: mean over the last ``log_every`` steps on those
+    steps, else None, so the loop syncs with the device only every ``log_every`` steps). Returns the mean loss.
+    """
+    model.train()
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+    window = torch.zeros((), device=device)
+    total, total_n, window_n, micro = torch.zeros((), device=device), 0, 0, 0
+    bar = tqdm(total=num_batches, initial=start_batch, desc=f"epoch {epoch + 1}", unit="batch",
+               disable=not progress, dynamic_ncols=True, leave=False)
+    optimizer.zero_grad(set_to_none=True)
+    batch_idx = start_batch
+    for batch in loader:
+        if batch_idx >= num_batches:
+            break
+        images, target = _to_device(batch, device, channels_last)
+        micro += 1
+        last_micro = micro == grad_accum
+        sync = contextlib.nullcontext() if (last_micro or not ddp) else model.no_sync()
+        with sync:
+            with autocast(device, amp):
+                output = model(images)
+            loss = criterion(output, target)
+            scaler.scale(loss / grad_accum).backward()
+        window += loss.detach()
+        total += loss.detach()
+        total_n += 1
+        window_n += 1
+        batch_idx += 1
+        bar.update(1)
+        if not last_micro:
+            continue
+        micro = 0
+        if grad_clip_norm:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        shown = None
+        if log_every and (batch_idx // grad_accum) % log_every == 0:
+            shown = float(window / max(window_n, 1))
+            if not math.isfinite(shown):
+                raise FloatingPointError(f"loss is {shown} at epoch {epoch + 1}, batch {batch_idx}")
+            bar.set_postfix(loss=f"{shown:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            window.zero_()
+            window_n = 0
+        if on_step is not None:
+            on_step(batch_idx, shown)
+    bar.close()
+    return float(total / max(total_n, 1))
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    device: torch.device,
+    num_classes: int,
+    *,
+    ignore_index: int = 255,
+    exclude_ids: Sequence[int] = (),
+    amp: str = "none",
+    channels_last: bool = False,
+    progress: bool = True,
+    collect: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+    max_collect: int = 0,
+) -> dict[str, Any]:
+    """mIoU / per-class IoU over the loader (synced across ranks when a process group exists).
+
+    Logits are upsampled to the label resolution (eval labels stay native); label ids in ``exclude_ids``
+    (e.g. the anomaly id on the test split) count as ignored. Up to ``max_collect`` ``(image, label,
+    prediction)`` CPU triples are appended to ``collect`` for display.
+    """
+    model.eval()
+    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index)
+    for batch in tqdm(loader, desc="validate", unit="batch", disable=not progress, dynamic_ncols=True, leave=False):
+        images, target = _to_device(batch, device, channels_last)
+        with autocast(device, amp):
+            output = model(images)
+        logits = output.logits.float()
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        for cls in exclude_ids:
+            target = torch.where(target == cls, torch.full_like(target, ignore_index), target)
+        pred = logits.argmax(1)
+        metrics.update(pred, target)
+        if collect is not None:
+            for i in range(pred.shape[0]):
+                if len(collect) >= max_collect:
+                    break
+                collect.append((images[i].float().cpu(), target[i].cpu(), pred[i].cpu()))
+    metrics.sync()
+    return metrics.compute()
+
+
+def train(config: Any, device: str | torch.device | None = None, resume: Any = None) -> Any:
+    """Run (or resume) a training run described by ``config``; returns the run directory.
+
+    ``device`` overrides ``config.train.device``; ``resume`` is a run directory to continue exactly.
+    Under ``torchrun`` each process joins the group and trains with DDP; rank 0 writes.
+    """
+    from anomalyseg.engine.runner import run_training
+
+    return run_training(config, device=device, resume=resume)
+
+
+__all__ = ["evaluate_segmentation", "train", "train_one_epoch"]

@@ -1,0 +1,180 @@
+"""``write_report``: tables (Markdown, CSV, LaTeX), curve and threshold figures (PNG) and one self-contained
+HTML page from several results files, plus any panels (``panels.json`` of ``anomalyseg visualize``) found
+beside them."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from anomalyseg.errors import UserError
+from anomalyseg.report import html as H
+from anomalyseg.report.tables import (
+    ResultSet,
+    best_scorer,
+    build_tables,
+    load_result_sets,
+    table_csv,
+    to_latex,
+    to_markdown,
+)
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("report.html", "summary.md", "tables.tex")
+PANELS_MANIFEST = "panels.json"
+
+
+def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
+    """Files, folders (their ``*.json`` results) and glob patterns -> results files, in order, no repeats.
+    ``panels.json`` manifests and other non-results JSON files found in folders are skipped."""
+    from anomalyseg.report.results import RESULTS_FORMAT
+
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            for candidate in sorted(path.glob("*.json")):
+                try:
+                    head = json.loads(candidate.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                if isinstance(head, dict) and head.get("format") == RESULTS_FORMAT:
+                    out.append(candidate)
+        elif any(c in str(item) for c in "*?[") and not path.exists():
+            matches = sorted(Path(p) for p in glob.glob(str(item)))
+            if not matches:
+                raise UserError(f"no file matches {item}")
+            out += matches
+        else:
+            out.append(path)
+    unique = list(dict.fromkeys(p.resolve() for p in out))
+    if not unique:
+        raise UserError("no results file found in " + ", ".join(str(i) for i in items))
+    return unique
+
+
+def find_panels(sets: Sequence[ResultSet], extra: Iterable[str | Path] = (), depth: int = 2) -> list[Path]:
+    """``panels.json`` manifests in the results' folders (and their subfolders, ``depth`` levels) and in
+    ``extra`` folders."""
+    roots = [rs.path.parent for rs in sets if rs.path is not None] + [Path(p) for p in extra]
+    found: list[Path] = []
+    for root in roots:
+        for level in range(depth + 1):
+            found += sorted(root.glob("/".join(["*"] * level + [PANELS_MANIFEST])))
+    for p in extra:
+        if not any(f.parent.resolve() == Path(p).resolve() for f in found) and Path(p).is_dir():
+            raise UserError(f"--panels {p}: no {PANELS_MANIFEST} there (write it with `anomalyseg visualize`)")
+    return list(dict.fromkeys(f.resolve() for f in found))
+
+
+def _panel_figures(manifests: Sequence[Path], max_panels: int) -> list[H.Figure]:
+    figures: list[H.Figure] = []
+    legend_done = False
+    for path in manifests:
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("skipping unreadable panels manifest %s: %s", path, exc)
+            continue
+        where = path.parent
+        thr = (m.get("threshold") or {}).get("label")
+        what = f"{m.get('scorer')} on {m.get('model_name')} ({m.get('split')}), threshold {thr}"
+        mode = (m.get("selection") or {}).get("mode")
+        if m.get("grid") and (where / m["grid"]).is_file():
+            figures.append(H.Figure(f"Comparison grid: {what}", H.png_file(where / m["grid"]),
+                                    f"{len(m.get('samples', []))} samples, selection {mode}; from {where}",
+                                    "Qualitative panels"))
+        for s in m.get("samples", [])[:max_panels]:
+            if (where / s["file"]).is_file():
+                figures.append(H.Figure(f"Panel {s['id']}: {what}", H.png_file(where / s["file"]), "",
+                                        "Qualitative panels"))
+        if not legend_done and m.get("legend") and (where / m["legend"]).is_file():
+            figures.append(H.Figure("Colour legend", H.png_file(where / m["legend"]), "", "Qualitative panels"))
+            legend_done = True
+    return figures
+
+
+def _check_outputs(out: Path, force: bool) -> None:
+    existing = [str(out / n) for n in OUTPUTS if (out / n).exists()]
+    if existing and not force:
+        raise UserError(f"report file(s) already exist: {', '.join(existing)} (choose another --out, or --force)")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+
+
+def write_report(
+    inputs: Iterable[str | Path],
+    out: str | Path,
+    *,
+    title: str = "anomalyseg report",
+    sensitivity_scorer: str | None = None,
+    panels: Iterable[str | Path] = (),
+    max_panels: int = 6,
+    force: bool = False,
+    dpi: int = 100,
+) -> dict[str, Path]:
+    """Write ``report.html``, ``summary.md``, ``<table>.csv``, ``tables.tex`` and ``figures/*.png`` to ``out``.
+
+    ``sensitivity_scorer``: the scorer whose threshold sensitivity is plotted per results file (default:
+    each file's best pooled AUPR). Returns the written paths by name.
+    """
+    from anomalyseg.viz.curves import pr_roc_figure, stored_curves, threshold_figure
+    from anomalyseg.viz.panels import save_figure
+
+    out = Path(out)
+    _check_outputs(out, force)
+    sets = load_result_sets(expand_inputs(inputs))
+    tables = build_tables(sets)
+    figures: list[H.Figure] = []
+    written: dict[str, Path] = {}
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for rs in sets:
+        if not stored_curves(rs.record):
+            log.info("%s holds no pooled curve: no PR / ROC figure for it", rs.label)
+            continue
+        fig = pr_roc_figure(rs.record, f"{rs.label}: pooled curves (all pixels of all images)", dpi=dpi)
+        written[f"curves_{rs.label}"] = save_figure(fig, out / "figures" / f"curves_{_file_part(rs.label)}.png")
+        figures.append(H.Figure(f"PR and ROC curves: {rs.label}", H.figure_png(fig), _provenance(rs), "Curves"))
+        scorer = sensitivity_scorer or best_scorer(rs.record)
+        if scorer is not None:
+            if scorer not in (rs.record.get("scorers") or {}):
+                log.warning("%s has no scorer %r: no threshold-sensitivity plot for it", rs.label, scorer)
+                continue
+            fig = threshold_figure(rs.record, scorer, dpi=dpi)
+            name = f"threshold_{_file_part(rs.label)}_{_file_part(scorer)}.png"
+            written[f"threshold_{rs.label}"] = save_figure(fig, out / "figures" / name)
+            figures.append(H.Figure(f"Threshold sensitivity: {rs.label} / {scorer}", H.figure_png(fig),
+                                    "Detections are score >= t; pooled curve.", "Threshold sensitivity"))
+    figures += _panel_figures(find_panels(sets, panels), max_panels)
+    meta = [f"{len(sets)} results file(s): " + ", ".join(f"{rs.label} ({rs.path})" for rs in sets),
+            f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    written["html"] = _write(out / "report.html", H.build_html(title, tables, figures, meta))
+    written["markdown"] = _write(out / "summary.md", to_markdown(tables, title))
+    written["latex"] = _write(out / "tables.tex", to_latex(tables))
+    for table in tables:
+        written[f"csv_{table.key}"] = _write(out / f"{table.key}.csv", table_csv(table))
+    return written
+
+
+def _provenance(rs: ResultSet) -> str:
+    ck = rs.record.get("checkpoint") or {}
+    ds = rs.record.get("dataset") or {}
+    return (f"model {ck.get('model_name')} (checkpoint sha256 {str(ck.get('sha256', ''))[:12]}), "
+            f"{ds.get('name')} {ds.get('split')}, {rs.record.get('num_images')} images; legend: pooled protocol (%)")
+
+
+def _file_part(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path

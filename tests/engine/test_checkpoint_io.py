@@ -1,0 +1,113 @@
+"""Checkpoints: atomic writes, weights_only round trip, RNG capture, class-count / architecture errors, aux heads."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from tests.engine.tiny_model import build
+
+from anomalyseg.config import Config, config_to_dict
+from anomalyseg.engine import checkpoint as ck
+from anomalyseg.errors import UserError
+
+
+class Evil:
+    """Not allow-listed for weights_only loading."""
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ck.save_checkpoint(path, {"model": {"w": torch.ones(3)}, "step": 1})
+    real_save = torch.save
+
+    def crash(obj, fh, *a, **k):
+        fh.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ck.save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "step": 2})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert ck.load_checkpoint(path)["step"] == 1  # the previous checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left behind
+
+
+def test_round_trip_with_weights_only_and_rng(tmp_path):
+    model = build(13)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 3, 8, 8)).logits.mean().backward()
+    opt.step()
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    rng = ck.rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    payload = {"format": ck.FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+               "rng": [rng], "config": config_to_dict(Config()), "num_classes": 13, "model_name": "tiny"}
+    ck.save_checkpoint(tmp_path / "c.pt", payload)
+    loaded = ck.load_checkpoint(tmp_path / "c.pt")  # weights_only=True inside
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded["model"][k], v)
+    opt2 = torch.optim.AdamW(build(13).parameters(), lr=1e-3)
+    opt2.load_state_dict(loaded["optimizer"])
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert loaded["config"] == config_to_dict(Config())
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    ck.set_rng_state(loaded["rng"][0])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_unreadable_and_foreign_files_are_user_errors(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        ck.load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(UserError, match="checkpoint not found"):
+        ck.load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"model": {}, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="cannot read checkpoint"):  # weights_only refuses arbitrary objects
+        ck.load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "plain.pt")
+    with pytest.raises(UserError, match="not an anomalyseg checkpoint"):
+        ck.load_checkpoint(tmp_path / "plain.pt")
+
+
+def test_class_count_and_architecture_mismatch():
+    state = build(13).state_dict()
+    with pytest.raises(UserError, match="trained for 13 classes, the model has 19"):
+        ck.load_model_state(build(19), state)
+    with pytest.raises(UserError, match="missing key"):
+        ck.load_model_state(torch.nn.Sequential(torch.nn.Conv2d(3, 13, 1)), state)
+    with pytest.raises(UserError, match="predicts 13 classes but the dataset has 19"):
+        ck.check_compatible({"num_classes": 13, "model_name": "tiny"}, num_classes=19)
+    with pytest.raises(UserError, match="holds a 'tiny' model, not 'deeplabv3_resnet50'"):
+        ck.check_compatible({"num_classes": 13, "model_name": "tiny"}, model_name="deeplabv3_resnet50")
+
+
+def test_checkpoints_with_and_without_aux_head_load():
+    with_aux, without = build(13, aux=True), build(13, aux=False)
+    assert any(k.startswith("aux_head.") for k in with_aux.state_dict())
+    ck.load_model_state(without, with_aux.state_dict())  # training checkpoint -> inference model
+    ck.load_model_state(build(13, aux=True), without.state_dict())  # aux-less checkpoint -> aux model
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.equal(with_aux.eval()(x).logits, without.eval()(x).logits)
+
+
+def test_load_model_from_checkpoint_rebuilds_eval_model(tmp_path):
+    cfg = Config()
+    cfg.model.name = "tests.engine.tiny_model:build"
+    cfg.model.options = {"width": 4}
+    model = build(13, width=4)
+    ck.save_checkpoint(tmp_path / "best.pt", {"format": ck.FORMAT, "model": model.state_dict(), "num_classes": 13,
+                                             "model_name": cfg.model.name, "config": config_to_dict(cfg)})
+    rebuilt, meta = ck.load_model_from_checkpoint(tmp_path / "best.pt", "cpu", num_classes=13)
+    assert not rebuilt.training and rebuilt.aux_head is None
+    x = torch.randn(2, 3, 6, 6)
+    assert torch.equal(rebuilt(x).logits, model.eval()(x).logits)
+    assert meta["model_name"] == "tests.engine.tiny_model:build"
+    with pytest.raises(UserError, match="predicts 13 classes"):
+        ck.load_model_from_checkpoint(tmp_path / "best.pt", num_classes=20)

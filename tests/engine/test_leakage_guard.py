@@ -1,0 +1,99 @@
+"""Training / fitting refuse anomaly labels (message names the split) and the test split; scan results cache."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tests.engine.helpers import tiny_overrides
+
+from anomalyseg.cli import main as cli_main
+from anomalyseg.config import load_config
+from anomalyseg.data.streethazards import StreetHazards
+from anomalyseg.engine import guards
+from anomalyseg.engine.train import train
+from anomalyseg.errors import UserError
+
+
+def test_test_split_is_refused_everywhere(synth_root, tmp_path, capsys):
+    for key in ("data.train_split", "data.val_split"):
+        cfg = load_config(None, tiny_overrides(synth_root, tmp_path, "x", **{key: "test"}))
+        with pytest.raises(UserError, match=r"'test' split .* never used for"):
+            train(cfg, device="cpu")
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+    test_ds = StreetHazards(synth_root, "test")
+    with pytest.raises(UserError, match="never used for fitting"):
+        guards.assert_no_anomaly(test_ds, "test", purpose="fitting")
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  train_split: test\n")
+    assert cli_main(["train", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anomalyseg: error: the 'test' split") and "\n" not in err
+
+
+def test_anomaly_labels_in_val_are_refused_and_named(synth_root, tmp_path):
+    root = tmp_path / "tree"
+    shutil.copytree(synth_root, root)
+    val = StreetHazards(root, "val")
+    victim = val.entries[3].label
+    raw = np.array(Image.open(victim))
+    raw[5, 7] = 14  # one anomaly pixel (file value 14 = id 13)
+    Image.fromarray(raw).save(victim)
+    cfg = load_config(None, tiny_overrides(root, tmp_path / "runs", "leak"))
+    with pytest.raises(UserError, match=r"the 'val' split contains anomaly pixels .*" + victim.name):
+        train(cfg, device="cpu")
+    guards.assert_no_anomaly(StreetHazards(root, "train"), "train")  # the train split itself is clean
+
+
+def test_clean_scan_is_cached_and_invalidated_by_changes(synth_root, tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    shutil.copytree(synth_root, root)
+    ds = StreetHazards(root, "train")
+    reads = []
+    real = guards._LabelCounts.__getitem__
+    monkeypatch.setattr(guards._LabelCounts, "__getitem__", lambda self, i: reads.append(i) or real(self, i))
+    guards.assert_no_anomaly(ds, "train")
+    assert len(reads) == len(ds)
+    guards.assert_no_anomaly(ds, "train")
+    assert len(reads) == len(ds)  # second call: cache hit, no label decoded
+    victim = ds.entries[0].label
+    raw = np.array(Image.open(victim))
+    raw[0, 0] = 14
+    Image.fromarray(raw).save(victim)  # new size / mtime -> new fingerprint
+    with pytest.raises(UserError, match="'train' split contains anomaly pixels"):
+        guards.assert_no_anomaly(StreetHazards(root, "train"), "train")
+
+
+def test_in_memory_dataset_fallback():
+    clean = [{"label": torch.zeros(4, 4, dtype=torch.long)} for _ in range(3)]
+    guards.assert_no_anomaly(clean, "mine")
+    dirty = [*clean, {"label": torch.full((4, 4), 13)}]
+    with pytest.raises(UserError, match=r"'mine' split contains anomaly pixels .*sample 3"):
+        guards.assert_no_anomaly(dirty, "mine")
+
+
+def test_scan_counts_match_a_direct_pixel_count(synth_root):
+    ds = StreetHazards(synth_root, "train")
+    counts = guards.scan_labels(ds, "train", use_cache=False)
+    raw = np.concatenate([np.array(Image.open(e.label)).ravel() for e in ds.entries])
+    expected = np.bincount(raw.astype(np.int64), minlength=16)
+    assert counts[:13].tolist() == expected[1:14].tolist()  # file value k = id k - 1
+    assert counts.sum() == raw.size and counts[13] == 0
+
+
+def test_balanced_class_weights_formulas():
+    from anomalyseg.engine.factory import balanced_class_weights
+
+    counts = np.array([600, 300, 90, 10, 0])
+    f = counts / counts.sum()
+    w = np.array(balanced_class_weights(counts, "inverse_sqrt"))
+    ref = np.where(f > 0, 1 / np.sqrt(np.where(f > 0, f, 1)), 0)
+    np.testing.assert_allclose(w, ref / (f * ref).sum())
+    assert (f * w).sum() == pytest.approx(1.0) and w[4] == 0 and w[3] > w[2] > w[1] > w[0]
+    m = np.array(balanced_class_weights(counts, "median_freq"))
+    med = np.median(f[:4])
+    ref = np.where(f > 0, med / np.where(f > 0, f, 1), 0)
+    np.testing.assert_allclose(m, ref / (f * ref).sum())
