@@ -10,6 +10,9 @@ import pytest
 # smp / timm / transformers otherwise retry a hub download for ~20 s before failing.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Idle OpenMP threads sleep instead of spinning: with several test processes (DDP, torchrun) on 2 cores,
+# spinning threads made small forwards up to 100x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ANOMALYSEG_SHARED", REPO_ROOT.parent / "shared"))

@@ -19,9 +19,9 @@ def _output(seed: int = 0) -> tuple[SegOutput, torch.Tensor]:
 
 
 def test_registry_lists_every_scorer() -> None:
-    assert set(available_scorers()) == EXPECTED
+    assert set(available_scorers()) == EXPECTED | {"void"}  # void: tests/real/test_void_and_known_classes.py
     assert scorer_settings("sml_full")["boundary_suppression"] is True
-    assert scorer_settings("energy") == {"temperature": 1.0}
+    assert scorer_settings("energy") == {"temperature": 1.0, "known_classes": None}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -50,7 +50,7 @@ def test_spec_parsing_and_unique_names() -> None:
     scorers = scorers_from_spec("max_logit, energy:temperature=2, heat:use_feature=false:smoothing=0, sml_full")
     assert [s.name for s in scorers] == ["max_logit", "energy_T2", "heat_nofeat_k0", "sml_full"]
     assert scorers[2].params["use_feature"] is False and scorers[2].params["smoothing"] == 0
-    assert [s.name for s in scorers_from_spec("all")] == available_scorers()
+    assert [s.name for s in scorers_from_spec("all")] == [n for n in available_scorers() if n != "void"]
     named = scorers_from_spec("energy:temperature=2:name=hot,energy")
     assert [s.name for s in named] == ["hot", "energy"]
     with pytest.raises(UserError, match="two scorers are named 'energy'"):

@@ -7,18 +7,40 @@ scan, joint augmentations, synthetic data in the official format).
 :mod:`anomalyseg.data.synthetic` for generated data.
 """
 
+from anomalyseg.data.anomaly_folder import PRESETS as ANOMALY_SETS
+from anomalyseg.data.anomaly_folder import (
+    AnomalyImageFolder,
+    AnomalySetInfo,
+    ModelResize,
+    available_presets,
+    eval_at_transform,
+    open_anomaly_sets,
+    resize_pair,
+)
+from anomalyseg.data.cityscapes import CITYSCAPES, CITYSCAPES_CLASSES, Cityscapes
 from anomalyseg.data.info import IGNORE_INDEX, SPLITS, STREETHAZARDS, DatasetInfo
 from anomalyseg.data.io import SampleError
 from anomalyseg.data.samples import anomaly_target, collate_samples
 from anomalyseg.data.streethazards import StreetHazards
 
 __all__ = [
+    "ANOMALY_SETS",
+    "CITYSCAPES",
+    "CITYSCAPES_CLASSES",
     "IGNORE_INDEX",
     "SPLITS",
     "STREETHAZARDS",
+    "AnomalyImageFolder",
+    "AnomalySetInfo",
+    "Cityscapes",
     "DatasetInfo",
+    "ModelResize",
     "SampleError",
     "StreetHazards",
     "anomaly_target",
+    "available_presets",
     "collate_samples",
+    "eval_at_transform",
+    "open_anomaly_sets",
+    "resize_pair",
 ]

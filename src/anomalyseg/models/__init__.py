@@ -5,6 +5,13 @@
 """
 
 from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel
+from anomalyseg.models.checkpoints import (
+    InputContract,
+    contract_from_checkpoint,
+    import_checkpoint,
+    parse_contract,
+    resolve_contract,
+)
 from anomalyseg.models.outputs import SegOutput
 from anomalyseg.models.registry import (
     MODELS,
@@ -22,15 +29,20 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MODELS",
+    "InputContract",
     "LoadReport",
     "ModelSpec",
     "SegOutput",
     "SegmentationModel",
     "available_models",
     "build_model",
+    "contract_from_checkpoint",
     "count_parameters",
+    "import_checkpoint",
     "load_model_state",
     "model_spec",
     "parameter_count",
+    "parse_contract",
+    "resolve_contract",
     "weights_offline",
 ]

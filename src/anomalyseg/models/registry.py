@@ -26,7 +26,8 @@ class ModelSpec:
     """A registry entry.
 
     Attributes:
-        family: "torchvision", "smp" or "transformers" (the library that builds it).
+        family: "torchvision", "smp", "transformers" (the library that builds it) or "anomalyseg" (written
+            here, no pretrained weights to fetch).
         builder: ``"module:function"`` whose call with ``args`` returns the factory.
         args: arguments of the builder (backbone / size).
         small: fast enough for CPU training, tests and the demo.
@@ -52,6 +53,8 @@ class ModelSpec:
 _TV = "anomalyseg.models.tv"
 _SMP = "anomalyseg.models.smp_models"
 _HF = "anomalyseg.models.segformer"
+_OWN = "anomalyseg.models"
+_NO_WEIGHTS = "none (train from scratch, or import a trained checkpoint: anomalyseg.models.checkpoints)"
 
 MODELS: dict[str, ModelSpec] = {
     "deeplabv3_resnet50": ModelSpec(
@@ -87,6 +90,12 @@ MODELS: dict[str, ModelSpec] = {
             f"SegFormer-{size.upper()}, Mix Transformer encoder + all-MLP decoder (needs transformers)")
         for size in ("b0", "b1", "b2", "b3", "b4", "b5")
     },
+    "enet": ModelSpec(
+        "anomalyseg", f"{_OWN}.enet:build_enet", (), True, _NO_WEIGHTS,
+        "ENet (Paszke et al. 2016), 0.35M parameters; PyTorch-ENet (davidtvs) checkpoints load"),
+    "erfnet": ModelSpec(
+        "anomalyseg", f"{_OWN}.erfnet:build_erfnet", (), True, _NO_WEIGHTS,
+        "ERFNet (Romera et al. 2017), 2.1M parameters; erfnet_pytorch (Eromera) checkpoints load"),
 }
 
 
@@ -146,6 +155,8 @@ def weights_offline(name: str) -> bool:
     from anomalyseg.models import pretrained as pt
 
     spec = model_spec(name)
+    if spec.family == "anomalyseg":
+        return False
     if spec.family == "torchvision":
         from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, ResNet101_Weights
 

@@ -5,6 +5,9 @@
 >>> scorers = [get_scorer("max_logit"), get_scorer("energy", temperature=2)]   # names: max_logit, energy_T2
 >>> maps = score_all(scorers, output)                                          # {name: (B, H, W)}
 
+``void`` reads a trained void output (``void_index`` from the model's input contract); logit scorers take
+``known_classes`` to score with the known-class channels only.
+
 Scorers with ``requires_fit`` (``sml``, ``sml_full``, ``heat``, ``mahalanobis``) first stream over
 in-distribution data: ``scorer.fit([(output, label), ...])``, or ``fit_update`` / ``sync_fit`` /
 ``fit_finalize`` per pass; their state goes through ``state_dict()`` / ``load_state_dict()``.
@@ -26,6 +29,7 @@ from anomalyseg.scoring.registry import (
     scorers_from_spec,
 )
 from anomalyseg.scoring.sml import SML
+from anomalyseg.scoring.void import VoidProbability
 
 __all__ = [
     "FIT_COMMAND",
@@ -40,6 +44,7 @@ __all__ = [
     "MaxLogit",
     "RbA",
     "Scorer",
+    "VoidProbability",
     "available_scorers",
     "check_unique",
     "get_scorer",

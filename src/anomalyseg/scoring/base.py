@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -48,6 +48,8 @@ class Scorer:
         fit_passes: how many passes over the fitting data the fit needs.
         needs_features: whether :meth:`score` reads ``output.features`` (run the model with
             ``return_features=True``).
+        needs_void_channel: whether the scorer only applies to models with a trained void output (left
+            out of the registry's ``all``).
     """
 
     kind: ClassVar[str] = ""
@@ -56,6 +58,7 @@ class Scorer:
     requires_fit: bool = False
     fit_passes: int = 1
     needs_features: bool = False
+    needs_void_channel: bool = False
 
     def __init__(self, name: str | None = None, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
@@ -92,6 +95,10 @@ class Scorer:
 
     def _score(self, output: SegOutput) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _logits(self, output: SegOutput) -> torch.Tensor:
+        """``output.logits`` restricted to the ``known_classes`` setting (all channels when it is None)."""
+        return select_channels(output.logits, self.params.get("known_classes"), self.name)
 
     # ---- fitting (no-op for post-hoc scorers) --------------------------------------------------------
     @property
@@ -255,6 +262,50 @@ class Scorer:
 
 
 # ---- helpers shared by the scorers -----------------------------------------------------------------
+def known_classes_setting(value: int | slice | Sequence[int] | None, scorer: str) -> int | list[int] | None:
+    """Canonical ``known_classes`` setting of the logit scorers: which output channels are known classes.
+
+    ``None`` = all channels; an int K = ``logits[:, :K]`` (K < 0 drops the last -K channels, so ``-1``
+    leaves out a void class appended last); a slice with non-negative bounds or a list of channel indices
+    (stored as a list, or as K when it is ``0..K-1``). Models trained with a void / background output use
+    it to score with the known classes only.
+    """
+    if value is None or isinstance(value, bool):
+        require(value is None, f"{scorer}: known_classes must be an int, a slice or channel indices, got {value!r}")
+        return None
+    if isinstance(value, int):
+        require(value != 0, f"{scorer}: known_classes=0 leaves no channel")
+        return int(value)
+    if isinstance(value, slice):
+        require(value.step in (None, 1), f"{scorer}: known_classes slice must have step 1, got {value}")
+        if value.start in (None, 0) and value.stop is not None:
+            return known_classes_setting(int(value.stop), scorer)
+        require(value.stop is not None and min(value.start or 0, value.stop) >= 0,
+                f"{scorer}: known_classes slice needs non-negative bounds, got {value}")
+        value = list(range(value.start or 0, value.stop))
+    if isinstance(value, str):  # "0.1.2" (the form used in scorer names) from a command line
+        try:
+            value = [int(v) for v in value.split(".")]
+        except ValueError:
+            raise UserError(f"{scorer}: known_classes must be an int or channel indices, got {value!r}") from None
+    channels = [int(c) for c in value]
+    require(len(channels) > 0 and min(channels) >= 0 and len(set(channels)) == len(channels),
+            f"{scorer}: known_classes must list distinct non-negative channels, got {channels}")
+    return len(channels) if channels == list(range(len(channels))) else channels
+
+
+def select_channels(logits: torch.Tensor, known: int | list[int] | None, scorer: str) -> torch.Tensor:
+    """``logits`` ``(B, C, H, W)`` restricted to the known-class channels of a canonical setting."""
+    if known is None:
+        return logits
+    C = logits.shape[1]
+    if isinstance(known, int):
+        require(-C < known <= C, f"scorer '{scorer}': known_classes={known} does not fit {C} output channels")
+        return logits[:, :known]
+    require(max(known) < C, f"scorer '{scorer}': known_classes {known} name channels beyond the {C} outputs")
+    return logits[:, known]
+
+
 def check_fit_label(label: torch.Tensor, logits: torch.Tensor, scorer: str) -> int:
     """Validate a fitting label against the logits; return the number of classes C.
 
@@ -334,6 +385,8 @@ def name_with_settings(cls: type, prefix: str, params: dict[str, Any], reference
         label = abbreviations.get(key, key)
         if isinstance(value, bool):
             parts.append(label if value else f"no{label}")
+        elif isinstance(value, list | tuple):
+            parts.append(label + ".".join(str(v) for v in value))
         elif isinstance(value, float):
             parts.append(f"{label}{value:g}")
         else:

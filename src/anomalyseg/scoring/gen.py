@@ -7,11 +7,12 @@ negation, the sum itself. Defaults follow the paper: ``gamma = 0.1``, ``M = 100`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from anomalyseg.scoring.base import Scorer, require
+from anomalyseg.scoring.base import Scorer, known_classes_setting, require
 
 if TYPE_CHECKING:
     from anomalyseg.models.outputs import SegOutput
@@ -21,15 +22,17 @@ class GEN(Scorer):
     """Generalized entropy of the top-M softmax probabilities; higher = flatter = more anomalous."""
 
     kind = "gen"
-    abbreviations: ClassVar[dict[str, str]] = {"gamma": "g", "top_m": "M"}
+    abbreviations: ClassVar[dict[str, str]] = {"gamma": "g", "top_m": "M", "known_classes": "K"}
 
-    def __init__(self, gamma: float = 0.1, top_m: int = 100, name: str | None = None) -> None:
+    def __init__(self, gamma: float = 0.1, top_m: int = 100, known_classes: int | slice | Sequence[int] | None = None,
+                 name: str | None = None) -> None:
         require(gamma > 0, f"gen: gamma must be > 0, got {gamma}")
         require(int(top_m) >= 1, f"gen: top_m must be >= 1, got {top_m}")
-        super().__init__(name=name, gamma=float(gamma), top_m=int(top_m))
+        super().__init__(name=name, gamma=float(gamma), top_m=int(top_m),
+                         known_classes=known_classes_setting(known_classes, self.kind))
 
     def _score(self, output: SegOutput) -> torch.Tensor:
-        p = torch.softmax(output.logits.float(), 1)
+        p = torch.softmax(self._logits(output).float(), 1)
         if self.params["top_m"] < p.shape[1]:
             p = p.topk(self.params["top_m"], dim=1).values
         g = self.params["gamma"]

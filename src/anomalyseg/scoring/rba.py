@@ -8,11 +8,12 @@ also depends on that offset.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from anomalyseg.scoring.base import Scorer
+from anomalyseg.scoring.base import Scorer, known_classes_setting
 
 if TYPE_CHECKING:
     from anomalyseg.models.outputs import SegOutput
@@ -22,9 +23,10 @@ class RbA(Scorer):
     """``-sum_c tanh(z_c)``; higher = rejected by more classes."""
 
     kind = "rba"
+    abbreviations: ClassVar[dict[str, str]] = {"known_classes": "K"}
 
-    def __init__(self, name: str | None = None) -> None:
-        super().__init__(name=name)
+    def __init__(self, known_classes: int | slice | Sequence[int] | None = None, name: str | None = None) -> None:
+        super().__init__(name=name, known_classes=known_classes_setting(known_classes, self.kind))
 
     def _score(self, output: SegOutput) -> torch.Tensor:
-        return -torch.tanh(output.logits.float()).sum(1)
+        return -torch.tanh(self._logits(output).float()).sum(1)

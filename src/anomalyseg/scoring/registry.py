@@ -1,6 +1,7 @@
 """Scorers by name: one plain dict, filled explicitly (adding a scorer = one file + one line here + one test).
 
 An entry maps a name to ``(class, preset settings)``; ``sml_full`` is SML with the paper's post-processing.
+``void`` applies only to models with a trained void output, so ``all`` leaves it out.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from anomalyseg.errors import UserError
-from anomalyseg.scoring.base import Scorer, name_with_settings
+from anomalyseg.scoring.base import Scorer, known_classes_setting, name_with_settings
 from anomalyseg.scoring.gen import GEN
 from anomalyseg.scoring.heat import HEAT
 from anomalyseg.scoring.mahalanobis import Mahalanobis
 from anomalyseg.scoring.posthoc import MSP, Energy, Entropy, MaxLogit
 from anomalyseg.scoring.rba import RbA
 from anomalyseg.scoring.sml import SML
+from anomalyseg.scoring.void import VoidProbability
 
 if TYPE_CHECKING:
     from anomalyseg.models.outputs import SegOutput
@@ -34,6 +36,7 @@ SCORERS: dict[str, tuple[type[Scorer], dict[str, Any]]] = {
     "sml_full": (SML, {"boundary_suppression": True, "dilated_smoothing": True}),
     "heat": (HEAT, {}),
     "mahalanobis": (Mahalanobis, {}),
+    "void": (VoidProbability, {}),
 }
 
 
@@ -65,21 +68,26 @@ def get_scorer(name: str, /, **params: Any) -> Scorer:
     if unknown:
         raise UserError(f"scorer '{name}' has no setting {unknown}; it accepts {sorted(accepted)}")
     label = params.pop("name", None)
+    if params.get("known_classes") is not None:  # canonical form, so that the label is a valid name
+        params["known_classes"] = known_classes_setting(params["known_classes"], name)
     settings = {**preset, **params}
     if label is None:
         label = name_with_settings(cls, name, params, reference=accepted)
     return cls(name=label, **settings)
 
 
-def scorers_from_spec(spec: str | Sequence[str]) -> list[Scorer]:
+def scorers_from_spec(spec: str | Sequence[str], void_index: int | None = None) -> list[Scorer]:
     """Scorers from a command-line spec: ``"all"`` or ``"max_logit,energy:temperature=2,sml_full"``.
 
     Each item is ``NAME[:KEY=VALUE[:KEY=VALUE...]]``; values parse as bool (true/false), none, int, float
     or text. Labels must come out unique (give ``:name=LABEL`` to tell two configurations apart).
+    ``all`` is every registered scorer except those needing a void channel (``void``), which it includes
+    when ``void_index`` (the model's void channel, from its input contract) is given; a ``void`` item
+    without its own ``void_index`` gets that one and keeps the label ``void``.
     """
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if items == ["all"]:
-        items = available_scorers()
+        items = [n for n in available_scorers() if void_index is not None or not SCORERS[n][0].needs_void_channel]
     if not items:
         raise UserError("no scorer given; choose from " + ", ".join(available_scorers()) + " or 'all'")
     scorers = []
@@ -91,7 +99,12 @@ def scorers_from_spec(spec: str | Sequence[str]) -> list[Scorer]:
             if not sep or not key:
                 raise UserError(f"scorer setting {pair!r} in {item!r} is not KEY=VALUE")
             params[key.strip()] = _parse_value(value.strip())
-        scorers.append(get_scorer(name.strip(), **params))
+        name = name.strip()
+        needs_void = name in SCORERS and SCORERS[name][0].needs_void_channel
+        if needs_void and void_index is not None and "void_index" not in params:
+            params["void_index"] = int(void_index)
+            params.setdefault("name", name)
+        scorers.append(get_scorer(name, **params))
     check_unique(scorers)
     return scorers
 

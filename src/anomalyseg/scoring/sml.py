@@ -17,11 +17,12 @@ A class never predicted (or predicted once) during fitting falls back to the sta
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from anomalyseg.scoring.base import IGNORE_INDEX, Scorer, mean_std, require
+from anomalyseg.scoring.base import IGNORE_INDEX, Scorer, known_classes_setting, mean_std, require
 from anomalyseg.scoring.spatial import boundary_suppression, dilated_smoothing
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class SML(Scorer):
         "smoothing_kernel": "dk",
         "smoothing_dilation": "dd",
         "smoothing_sigma": "dsig",
+        "known_classes": "K",
     }
 
     def __init__(
@@ -56,6 +58,7 @@ class SML(Scorer):
         smoothing_kernel: int = 7,
         smoothing_dilation: int = 6,
         smoothing_sigma: float = 1.0,
+        known_classes: int | slice | Sequence[int] | None = None,
         name: str | None = None,
     ) -> None:
         require(boundary_width >= 0 and boundary_iterations >= 0, "sml: boundary width/iterations must be >= 0")
@@ -74,19 +77,23 @@ class SML(Scorer):
             smoothing_kernel=int(smoothing_kernel),
             smoothing_dilation=int(smoothing_dilation),
             smoothing_sigma=float(smoothing_sigma),
+            known_classes=known_classes_setting(known_classes, self.kind),
         )
         self.means: torch.Tensor | None = None  #: per-class mean of the max logit (C,), float32
         self.stds: torch.Tensor | None = None  #: per-class standard deviation (C,), float32
 
     def fit_config(self) -> dict[str, Any]:
-        return {}  # the statistics do not depend on the post-processing settings
+        # the statistics do not depend on the post-processing settings, only on the channels scored
+        known = self.params["known_classes"]
+        return {} if known is None else {"known_classes": known}
 
     def _fit_batch(self, output: SegOutput, label: torch.Tensor, pass_index: int) -> None:
-        max_logit, pred = output.logits.float().max(1)
+        logits = self._logits(output)
+        max_logit, pred = logits.float().max(1)
         valid = label != IGNORE_INDEX
         m = max_logit[valid].to(torch.float64)
         k = pred[valid]
-        C = output.logits.shape[1]
+        C = logits.shape[1]
         zeros = torch.zeros(C, dtype=torch.float64, device=m.device)
         self._accumulate("count", torch.bincount(k, minlength=C).to(torch.float64))
         self._accumulate("sum", zeros.scatter_add(0, k, m))
@@ -113,7 +120,7 @@ class SML(Scorer):
 
     def _score(self, output: SegOutput) -> torch.Tensor:
         assert self.means is not None and self.stds is not None
-        max_logit, pred = output.logits.float().max(1)
+        max_logit, pred = self._logits(output).float().max(1)
         if self.means.device != max_logit.device:  # moved once, not per batch
             self.means, self.stds = self.means.to(max_logit.device), self.stds.to(max_logit.device)
         score = -(max_logit - self.means[pred]) / self.stds[pred]

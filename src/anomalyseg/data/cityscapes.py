@@ -1,0 +1,176 @@
+"""Cityscapes (gtFine) as a torch ``Dataset`` of dict samples with the 19 train-id classes, ignore 255.
+
+Layout (as downloaded from cityscapes-dataset.com, after unzipping ``leftImg8bit_trainvaltest.zip`` and
+``gtFine_trainvaltest.zip`` into one root)::
+
+    ROOT/leftImg8bit/{train,val,test}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
+    ROOT/gtFine/{train,val,test}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png
+
+Labels are the official label ids mapped to train ids with the official table (``cityscapesscripts``'
+``labels.py``, as shipped in ``torchvision.datasets.Cityscapes.classes``: 19 classes, everything else 255);
+where ``*_gtFine_labelTrainIds.png`` files exist (written by ``cityscapesscripts``'
+``createTrainIdLabelImgs``) they are read instead. The test split's public labels are all "unlabeled".
+Used to train closed-set models for the real-photo anomaly benchmarks (Road Anomaly, SegmentMeIfYouCan,
+Fishyscapes: see :mod:`anomalyseg.data.anomaly_folder`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.datasets import Cityscapes as _TVCityscapes
+
+from anomalyseg.data.info import IGNORE_INDEX, DatasetInfo
+from anomalyseg.data.io import DECODE_ERRORS, SampleError, read_image, read_label_raw
+from anomalyseg.errors import UserError
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+LabelSource = Literal["auto", "labelIds", "labelTrainIds"]
+
+CITYSCAPES_SPLITS: tuple[str, ...] = ("train", "val", "test")
+_TRAIN = sorted((c for c in _TVCityscapes.classes if 0 <= c.train_id < IGNORE_INDEX), key=lambda c: c.train_id)
+
+#: The 19 evaluated classes, index = train id (road, sidewalk, building, ..., bicycle).
+CITYSCAPES_CLASSES: tuple[str, ...] = tuple(c.name for c in _TRAIN)
+#: Official colours, index = train id.
+CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = tuple(tuple(c.color) for c in _TRAIN)  # type: ignore[misc]
+
+#: label id (0..255) -> train id; ids without a train id (and unknown values) -> 255.
+LABEL_TO_TRAIN = np.full(256, IGNORE_INDEX, dtype=np.int64)
+for _c in _TVCityscapes.classes:
+    if 0 <= _c.id < 256 and 0 <= _c.train_id < IGNORE_INDEX:
+        LABEL_TO_TRAIN[_c.id] = _c.train_id
+
+CITYSCAPES = DatasetInfo(
+    name="Cityscapes",
+    class_names=CITYSCAPES_CLASSES,
+    anomaly_name="none",
+    anomaly_id=len(CITYSCAPES_CLASSES),  # no anomaly class: id 19 never occurs in the labels
+    num_classes=len(CITYSCAPES_CLASSES),
+    ignore_index=IGNORE_INDEX,
+    palette=(*CITYSCAPES_PALETTE, (255, 255, 255)),
+    image_size=(1024, 2048),
+    label_offset=0,
+    licence=("Cityscapes licence: free for non-commercial research and teaching, registration required; "
+             "redistribution not allowed (https://www.cityscapes-dataset.com/license/)."),
+    paper={
+        "title": "The Cityscapes Dataset for Semantic Urban Scene Understanding",
+        "authors": "Cordts, Omran, Ramos, Rehfeld, Enzweiler, Benenson, Franke, Roth, Schiele",
+        "venue": "CVPR 2016",
+        "url": "https://arxiv.org/abs/1604.01685",
+        "bibtex_key": "cordts2016cityscapes",
+    },
+    homepage="https://www.cityscapes-dataset.com",
+    url_base="https://www.cityscapes-dataset.com/downloads/",
+    archives={},
+    splits={},
+    notes=(
+        "2975 train, 500 val, 1525 test images (fine annotations); test labels are not public.",
+        "Download needs a login: leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip.",
+    ),
+)
+
+_IMAGE_SUFFIX = "_leftImg8bit.png"
+
+
+class Cityscapes(Dataset):
+    """Cityscapes ``train`` / ``val`` / ``test`` with gtFine train-id labels.
+
+    Args:
+        root: folder holding ``leftImg8bit/`` and ``gtFine/``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        transform: joint ``(image uint8 (3,H,W), label int64 (H,W)) -> (image, label)`` callable (the
+            :mod:`anomalyseg.data.transforms` presets).
+        label_source: ``"auto"`` (``labelTrainIds`` files where present, else ``labelIds`` mapped with the
+            official table), or force one of them.
+
+    A sample is ``{"image", "label", "id", "image_path", "label_path", "orig_size"}`` as StreetHazards';
+    ``id`` is ``"city/city_seq_frame"``; labels are train ids 0..18 and 255.
+    """
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None,
+                 label_source: LabelSource = "auto") -> None:
+        if split not in CITYSCAPES_SPLITS:
+            raise UserError(f"Cityscapes split must be one of {', '.join(CITYSCAPES_SPLITS)}, got {split!r}")
+        if label_source not in ("auto", "labelIds", "labelTrainIds"):
+            raise UserError(f"label_source must be auto, labelIds or labelTrainIds, got {label_source!r}")
+        self.root = Path(root)
+        self.split = split
+        self.split_dir = self.root / "leftImg8bit" / split
+        if not self.split_dir.is_dir():
+            raise UserError(f"no Cityscapes images at {self.split_dir} (expected ROOT/leftImg8bit/{split}/CITY/"
+                            f"*{_IMAGE_SUFFIX}; unzip leftImg8bit_trainvaltest.zip into {self.root})")
+        images = sorted(self.split_dir.glob(f"*/*{_IMAGE_SUFFIX}"))
+        if not images:
+            raise UserError(f"no *{_IMAGE_SUFFIX} files in {self.split_dir}/CITY/")
+        self.entries: list[tuple[str, Path, Path, bool]] = []
+        missing: list[Path] = []
+        for image in images:
+            stem = image.name[: -len(_IMAGE_SUFFIX)]
+            base = self.root / "gtFine" / split / image.parent.name / f"{stem}_gtFine_"
+            train_ids = base.with_name(base.name + "labelTrainIds.png")
+            label_ids = base.with_name(base.name + "labelIds.png")
+            use_train = label_source == "labelTrainIds" or (label_source == "auto" and train_ids.is_file())
+            label = train_ids if use_train else label_ids
+            if not label.is_file():
+                missing.append(label)
+                continue
+            self.entries.append((f"{image.parent.name}/{stem}", image, label, use_train))
+        if missing:
+            raise UserError(f"{len(missing)} of {len(images)} Cityscapes images have no label, e.g. {missing[0]} "
+                            "(unzip gtFine_trainvaltest.zip into the same root)")
+        self.transform = transform
+        self.info: DatasetInfo = CITYSCAPES
+        self.num_read_errors = 0  # read failures raise (no skip mode): kept for the engine's bookkeeping
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"Cityscapes(split={self.split!r}, samples={len(self)}, root={str(self.root)!r})"
+
+    @property
+    def ids(self) -> list[str]:
+        """Sample ids in order (``"city/city_seq_frame"``)."""
+        return [e[0] for e in self.entries]
+
+    def read_label(self, index: int) -> np.ndarray:
+        """Train-id map ``(H, W)`` int64 of sample ``index`` (0..18, 255)."""
+        _, _, path, is_train = self.entries[index]
+        try:
+            raw = read_label_raw(path)
+        except DECODE_ERRORS as exc:
+            raise SampleError(f"cannot read label {path}: {exc}") from exc
+        if is_train:
+            raw = raw.astype(np.int64)
+            return np.where((raw >= 0) & (raw < len(CITYSCAPES_CLASSES)), raw, IGNORE_INDEX)
+        if raw.dtype != np.uint8:
+            raw = np.clip(raw.astype(np.int64), 0, 255).astype(np.uint8)
+        return LABEL_TO_TRAIN[raw]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        sid, image_path, label_path, _ = self.entries[index]
+        try:
+            image = read_image(image_path)
+        except DECODE_ERRORS as exc:
+            raise SampleError(f"cannot read image {image_path}: {exc}") from exc
+        label = self.read_label(index)
+        if image.shape[:2] != label.shape:
+            raise SampleError(f"image and label sizes differ: {image_path} is {image.shape[1]}x{image.shape[0]}, "
+                              f"{label_path} is {label.shape[1]}x{label.shape[0]}")
+        img_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+        lab_t = torch.from_numpy(label)
+        if self.transform is not None:
+            img_t, lab_t = self.transform(img_t, lab_t)
+        return {"image": img_t, "label": lab_t, "id": sid, "image_path": str(image_path),
+                "label_path": str(label_path), "orig_size": (int(label.shape[0]), int(label.shape[1]))}
