@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from anomalyseg import __version__
+from anomalyseg.engine import eval_sets
 from anomalyseg.errors import NotFittedError, UserError
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,17 @@ examples:
       --protocol pooled --ignore other,unlabeled --size 1024x576 --out results/r50_pooled.json --force
   torchrun --nproc_per_node=4 -m anomalyseg evaluate --checkpoint runs/r50 --data-root data/streethazards \\
       --out results/r50.json
+  anomalyseg evaluate --checkpoint enet.pt --dataset anomaly-sets --data-root data/Validation_Dataset \\
+      --scorers void,msp,max_logit,energy,entropy --eval-at model --out results/enet.json
 
 Writes NAME.json (config, checkpoint sha256, dataset, protocols, metrics, pooled curves, per-image values,
 timings, versions), NAME.csv and NAME.md; existing files are kept unless --force. Scorers that need fitting
 (sml, sml_full, heat, mahalanobis) read <checkpoint stem>.scorers.pt written by 'anomalyseg fit-scorers'.
 Protocols: per_image = official StreetHazards (mean over images, 'closest' FPR95 rule, every pixel counted);
 pooled = one curve over all pixels ('first' rule). mIoU: 13 known classes, anomaly pixels excluded.
+Real-photo sets (--dataset road_anomaly,smiyc_ra21,smiyc_ro21,fs_static | anomaly-sets): one NAME_<set>.json
+per set, pooled protocol ('interp' rule, label 255 void), preprocessing from the checkpoint's input contract
+(see 'anomalyseg import-checkpoint'); --eval-at model resizes image and mask to the contract size.
 """
 
 FIT_EPILOG = """\
@@ -102,12 +108,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EVAL_EPILOG, formatter_class=fmt)
     _common(p, "test")
     p.add_argument("--scorers", default="all", help="'all' or NAME[:KEY=VALUE...],... (default: all)")
-    p.add_argument("--protocol", choices=("per_image", "pooled", "both"), default="both",
-                   help="anomaly protocol(s) (default: both)")
+    p.add_argument("--protocol", choices=("per_image", "pooled", "both"), default=None,
+                   help="anomaly protocol(s) (default: both for StreetHazards, pooled for the real-photo sets)")
     p.add_argument("--ignore", default="", metavar="CLASSES",
                    help="known classes left out of the anomaly metrics, names or ids (e.g. other,unlabeled)")
-    p.add_argument("--eval-at", choices=("label", "input"), default="label",
-                   help="label: upsample logits to the label resolution (official); input: resize labels")
+    p.add_argument("--eval-at", choices=("label", "model", "input"), default="label",
+                   help="label: upsample logits to the label resolution (official); model (= input): resize "
+                        "labels (nearest) to the model input size")
+    eval_sets.add_arguments(p)
     p.add_argument("--out", required=True, metavar="NAME.json", help="results file (CSV and Markdown beside it)")
     p.set_defaults(func=handle_evaluate)
 
@@ -119,6 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--scorers", default=None,
                    help="scorers to fit (default: every registered scorer that needs fitting)")
     f.set_defaults(func=handle_fit)
+    eval_sets.register_import(subparsers)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -274,16 +283,23 @@ def handle_evaluate(args: argparse.Namespace) -> int:
     from anomalyseg.report.results import check_writable, write_results
     from anomalyseg.scoring import scorers_from_spec
 
+    presets = eval_sets.parse_datasets(args.dataset)
+    if presets is not None:
+        return eval_sets.handle_anomaly_sets(args, presets)
     started = time.time()
     paths = check_writable(args.out, args.force)
     tta = TTA.parse(args.tta)
     scorers = scorers_from_spec(args.scorers)
-    protocols = ("per_image", "pooled") if args.protocol == "both" else (args.protocol,)
+    protocols = ("per_image", "pooled") if args.protocol in ("both", None) else (args.protocol,)
     ignore_ids = _class_ids(args.ignore, STREETHAZARDS)
     ckpt_path = resolve_checkpoint(args.checkpoint)
     ctx = init_distributed(args.device)
     try:
         dataset, info, model, ckpt = _setup(args, args.split, ctx)
+        contract = eval_sets.streethazards_contract(ckpt, args.input_contract)
+        if contract.void_index is not None:
+            scorers = scorers_from_spec(args.scorers, void_index=contract.void_index)
+        eval_sets.check_void(scorers, contract, int(ckpt["num_classes"]))
         sha = file_sha256(ckpt_path)
         states_path = Path(args.states) if args.states else default_states_path(ckpt_path)
         used = load_fitted(scorers, states_path, sha)
@@ -309,6 +325,7 @@ def handle_evaluate(args: argparse.Namespace) -> int:
                 "scorer_states": {"path": str(states_path), "used": used} if used else None,
                 "dataset": _dataset_record(args, dataset, args.split, info),
                 "input": _input_record(args),
+                "input_contract": contract.to_dict(),
                 **results,
                 "world_size": ctx.world_size,
                 "device": str(ctx.device),
@@ -331,7 +348,9 @@ def _pct(value: Any) -> str:
 
 def _summary(record: dict[str, Any]) -> None:
     """A few lines on stdout; the files hold everything."""
-    print(f"mIoU {_pct(record['segmentation'].get('miou'))} over {record['num_images']} images")
+    seg = record["segmentation"]
+    print(f"mIoU {_pct(seg.get('miou'))} over" if seg is not None else "anomaly metrics over",
+          f"{record['num_images']} images")
     for name, entry in record["scorers"].items():
         parts = [f"{p}: " + " ".join(f"{k}={_pct(m.get(k))}" for k in ("auroc", "aupr", "fpr95"))
                  for p, m in entry["metrics"].items()]

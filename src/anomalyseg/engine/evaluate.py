@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 PROTOCOLS = ("per_image", "pooled")
-EVAL_AT = ("label", "input")
+EVAL_AT = ("label", "input", "model")  # "model" = "input": labels resized to the model input
+FPR_RULES = ("first", "interp")
 PER_IMAGE_KEYS = ("auroc", "aupr", "fpr95")
 
 
@@ -76,44 +77,46 @@ class StageTimer:
 # ---------------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------------
-def protocol_settings(protocol: str, ignore_ids: Sequence[int], anomaly_ids: Sequence[int], eval_at: str
-                      ) -> dict[str, Any]:
-    """Exactly how ``protocol`` is measured (stored with every result)."""
+def protocol_settings(protocol: str, ignore_ids: Sequence[int], anomaly_ids: Sequence[int], eval_at: str,
+                      fpr_rule: str = "first", void_label: bool = False) -> dict[str, Any]:
+    """Exactly how ``protocol`` is measured (stored with every result); ``fpr_rule`` is the pooled one,
+    ``void_label``: label 255 is void (left out) under the per-image protocol too."""
     ignore_ids = sorted(int(i) for i in ignore_ids)
     common = {"protocol": protocol, "anomaly_ids": sorted(int(i) for i in anomaly_ids), "ignore_ids": ignore_ids,
               "eval_at": eval_at}
     if protocol == "per_image":
-        official = not ignore_ids
+        official = not ignore_ids and not void_label
         return {**common, "fpr_rule": "closest", "ignore_index": None if official else IGNORE_INDEX,
                 "aggregation": "mean over images holding both anomaly and normal pixels",
                 "pixels": ("every pixel; label 255 counts as normal (official StreetHazards code)" if official
-                           else f"label ids {ignore_ids} and 255 left out"),
+                           else f"label ids {ignore_ids} and 255 left out" if ignore_ids
+                           else "label 255 (void) left out"),
                 "official_streethazards": official}
-    return {**common, "fpr_rule": "first", "ignore_index": IGNORE_INDEX,
+    return {**common, "fpr_rule": fpr_rule, "ignore_index": IGNORE_INDEX,
             "aggregation": "one curve over all pixels of all images",
             "pixels": f"label 255{' and ids ' + str(ignore_ids) if ignore_ids else ''} left out",
             "official_streethazards": False}
 
 
-def _accumulator(protocol: str, ignore_ids: Sequence[int]) -> AnomalyMetrics:
+def _accumulator(protocol: str, drop_void: bool, fpr_rule: str = "first") -> AnomalyMetrics:
     if protocol == "per_image":
-        return AnomalyMetrics.streethazards(ignore_index=IGNORE_INDEX if ignore_ids else None)
-    return AnomalyMetrics("pooled", ignore_index=IGNORE_INDEX, fpr_rule="first")
+        return AnomalyMetrics.streethazards(ignore_index=IGNORE_INDEX if drop_void else None)
+    return AnomalyMetrics("pooled", ignore_index=IGNORE_INDEX, fpr_rule=fpr_rule)
 
 
 def _isin(label: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
     return torch.isin(label, torch.tensor(list(ids), dtype=label.dtype, device=label.device))
 
 
-def _targets(label: torch.Tensor, protocols: Sequence[str], anomaly_ids: Sequence[int], ignore_ids: Sequence[int]
-             ) -> dict[str, torch.Tensor]:
+def _targets(label: torch.Tensor, protocols: Sequence[str], anomaly_ids: Sequence[int], ignore_ids: Sequence[int],
+             drop_void: bool) -> dict[str, torch.Tensor]:
     """Per protocol, the 1 / 0 (/ 255) anomaly map the accumulators read."""
     anomaly = _isin(label, anomaly_ids)
     dropped = _isin(label, [*ignore_ids, IGNORE_INDEX])
     masked = torch.where(dropped, torch.full_like(label, IGNORE_INDEX), anomaly.to(label.dtype))
     out = {}
     for p in protocols:
-        out[p] = anomaly.to(label.dtype) if (p == "per_image" and not ignore_ids) else masked
+        out[p] = anomaly.to(label.dtype) if (p == "per_image" and not drop_void) else masked
     return out
 
 
@@ -159,12 +162,20 @@ def run_evaluation(
     class_names: Sequence[str] | None = None,
     curve_points: int = 512,
     progress: bool = False,
+    fpr_rule: str = "first",
+    segmentation: bool = True,
+    void_label: bool = False,
+    desc: str = "evaluate",
 ) -> dict[str, Any]:
     """Closed-set segmentation metrics plus every scorer under every protocol, from one pass over ``loader``.
 
     ``loader`` yields dict batches (``collate_samples``) with ``image`` (model input) and ``label`` (native
     resolution, ids; 255 ignore). ``eval_at="label"`` upsamples the logits to the label resolution (the
-    official way); ``"input"`` resizes the labels (nearest) to the input resolution instead. Under
+    official way); ``"input"`` (alias ``"model"``) resizes the labels (nearest) to the input resolution instead.
+    ``fpr_rule``: FPR95 rule of the pooled protocol ("first"; "interp" for the SMIYC-validation sets).
+    ``segmentation=False`` skips the closed-set metrics (sets without class labels: ``None`` in the result);
+    ``num_classes`` is the model's output count either way. ``void_label=True``: label 255 is void under the
+    per-image protocol too (real-photo sets); by default it counts as normal there (official StreetHazards). Under
     ``torch.distributed`` every metric is summed over ranks and per-image records are gathered on all ranks.
     Returns plain Python data: ``segmentation``, ``protocols``, ``scorers`` (metrics per protocol, pooled
     curve), ``per_image`` (dataset order) and ``timings``.
@@ -178,6 +189,8 @@ def run_evaluation(
         raise UserError(f"protocols must be a non-empty subset of {PROTOCOLS}, got {list(protocols)}")
     if eval_at not in EVAL_AT:
         raise UserError(f"eval_at must be one of {EVAL_AT}, got {eval_at!r}")
+    if fpr_rule not in FPR_RULES:
+        raise UserError(f"fpr_rule must be one of {FPR_RULES}, got {fpr_rule!r}")
     anomaly_ids = tuple(int(i) for i in anomaly_ids)
     ignore_ids = tuple(sorted({int(i) for i in ignore_ids}))
     if set(anomaly_ids) & set(ignore_ids):
@@ -187,12 +200,13 @@ def run_evaluation(
     needs_features = any(s.needs_features for s in scorers)
 
     seg = SegmentationMetrics(num_classes, ignore_index=IGNORE_INDEX)
-    accs = {s.name: {p: _accumulator(p, ignore_ids) for p in protocols} for s in scorers}
+    drop_void = bool(ignore_ids) or void_label
+    accs = {s.name: {p: _accumulator(p, drop_void, fpr_rule) for p in protocols} for s in scorers}
     timer = StageTimer(device)
     records: list[dict[str, Any]] = []
     positions = _positions(loader)
     model.eval()
-    bar = tqdm(total=_batch_size(loader), desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=_batch_size(loader), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
     start = tick = time.perf_counter()
     for batch in loader:
         timer.add(time.perf_counter() - tick, "data")
@@ -207,9 +221,10 @@ def run_evaluation(
         with timer("metrics", "metrics_segmentation"):
             if tuple(label.shape[-2:]) != size:
                 label = labels_at(label, size)
-            known = torch.where(_isin(label, anomaly_ids), torch.full_like(label, IGNORE_INDEX), label)
-            seg.update(output.logits.max(1).indices, known)  # max(1) is ~3x faster than argmax(1) on CPU
-            targets = _targets(label, protocols, anomaly_ids, ignore_ids)
+            if segmentation:
+                known = torch.where(_isin(label, anomaly_ids), torch.full_like(label, IGNORE_INDEX), label)
+                seg.update(output.logits.max(1).indices, known)  # max(1) is ~3x faster than argmax(1) on CPU
+            targets = _targets(label, protocols, anomaly_ids, ignore_ids, drop_void)
         ids = list(batch.get("id") or [None] * label.shape[0])
         batch_records = [{"position": next(positions), "id": i, "metrics": {}} for i in ids]
         for scorer in scorers:
@@ -243,15 +258,18 @@ def run_evaluation(
     if not records:
         raise UserError("the loader yielded no image to evaluate")
     names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
-    seg_out = seg.compute()
-    seg_out["per_class_iou"] = dict(zip(names, seg_out["per_class_iou"]))
-    seg_out["per_class_accuracy"] = dict(zip(names, seg_out["per_class_accuracy"]))
-    seg_out.update(classes=names, excluded_ids=[*anomaly_ids, IGNORE_INDEX],
-                   note=f"closed-set over the {num_classes} known classes; anomaly pixels (ids {list(anomaly_ids)}) "
-                        f"and label {IGNORE_INDEX} are excluded")
+    seg_out: dict[str, Any] | None = None
+    if segmentation:
+        seg_out = seg.compute()
+        seg_out["per_class_iou"] = dict(zip(names, seg_out["per_class_iou"]))
+        seg_out["per_class_accuracy"] = dict(zip(names, seg_out["per_class_accuracy"]))
+        seg_out.update(classes=names, excluded_ids=[*anomaly_ids, IGNORE_INDEX],
+                       note=f"closed-set over the {num_classes} known classes; anomaly pixels (ids "
+                            f"{list(anomaly_ids)}) and label {IGNORE_INDEX} are excluded")
     results: dict[str, Any] = {
         "segmentation": seg_out,
-        "protocols": {p: protocol_settings(p, ignore_ids, anomaly_ids, eval_at) for p in protocols},
+        "protocols": {p: protocol_settings(p, ignore_ids, anomaly_ids, eval_at, fpr_rule, void_label)
+                      for p in protocols},
         "tta": tta.describe() if tta is not None else None,
         "eval_at": eval_at,
         "num_images": len(records),
