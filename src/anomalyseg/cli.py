@@ -20,6 +20,7 @@ from anomalyseg.errors import UserError
 
 #: Modules that define ``register(subparsers)``; the order is the order in ``--help``.
 COMMAND_MODULES: tuple[str, ...] = (
+    "anomalyseg.demo_cli",
     "anomalyseg.data.commands",
     "anomalyseg.models.commands",
     "anomalyseg.engine.train_cli",

@@ -124,7 +124,8 @@ def test_evaluate_against_sklearn_confusion():
 
 def test_train_writes_run_and_never_overwrites(synth_root, tmp_path):
     out = tmp_path / "runs"
-    cfg = load_config(None, tiny_overrides(synth_root, out, "same", **{"train.epochs": 1, "data.max_train_samples": 12}))
+    overrides = tiny_overrides(synth_root, out, "same", **{"train.epochs": 1, "data.max_train_samples": 12})
+    cfg = load_config(None, overrides)
     first = train(cfg, device="cpu")
     before = (first / "checkpoints" / "last.pt").read_bytes()
     second = train(cfg, device="cpu")

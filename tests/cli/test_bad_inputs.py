@@ -1,0 +1,215 @@
+"""Every bad input ends with ONE readable line on stderr and a non-zero exit, no traceback (``--debug`` shows
+it); ``anomalyseg --help`` lists every subcommand with one line each and every subcommand's help has examples.
+
+All through ``anomalyseg.cli.main`` in-process, plus one subprocess check that ``python -m anomalyseg`` and the
+console script behave the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from anomalyseg import cli
+from anomalyseg.data.info import STREETHAZARDS
+from anomalyseg.data.synthetic import write_synthetic
+from anomalyseg.engine.checkpoint import FORMAT, save_checkpoint
+from anomalyseg.errors import UserError
+
+TINY = "tests.engine.tiny_model:build"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _with_demo(monkeypatch, tmp_path):
+    """``demo`` registered (whether or not cli.py lists it yet); label-scan cache in the test's folder."""
+    if "anomalyseg.demo_cli" not in cli.COMMAND_MODULES:
+        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "anomalyseg.demo_cli"))
+    monkeypatch.setenv("ANOMALYSEG_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny synthetic tree, a folder that is not StreetHazards, bad configs, good and mismatched checkpoints."""
+    base = tmp_path_factory.mktemp("bad_inputs")
+    tree = write_synthetic(base / "sh", train=4, val=2, test=2, size=(64, 48), seed=1)
+    (base / "not_sh" / "images").mkdir(parents=True)
+    (base / "not_sh" / "images" / "a.png").write_bytes(b"not a png")
+    (base / "unknown_key.yaml").write_text("data:\n  batch_sise: 4\n", encoding="utf-8")
+    (base / "wrong_type.yaml").write_text("train:\n  epochs: many\n", encoding="utf-8")
+    (base / "not_yaml.yaml").write_text("data: [unclosed\n", encoding="utf-8")
+    (base / "garbage.pt").write_bytes(b"this is not a checkpoint")
+    (base / "results.json").write_text('{"not": "results"}', encoding="utf-8")
+    from tests.engine.tiny_model import build
+
+    def ckpt(name: str, num_classes: int, width: int, config_width: int) -> Path:
+        torch.manual_seed(0)
+        model = build(num_classes, aux=False, width=width)
+        config = {"model": {"name": TINY, "aux": False, "options": {"width": config_width}}}
+        return save_checkpoint(base / name, {"format": FORMAT, "model_name": TINY, "num_classes": num_classes,
+                                             "class_names": list(STREETHAZARDS.class_names)[:num_classes],
+                                             "model": model.state_dict(), "config": config})
+
+    return {"base": base, "tree": tree, "good": ckpt("good.pt", 13, 6, 6),
+            "classes19": ckpt("classes19.pt", 19, 6, 6), "arch": ckpt("arch.pt", 13, 6, 8)}
+
+
+def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
+    """case -> (argv, a phrase the one-line message must contain)."""
+    b, tree, good = f["base"], str(f["tree"]), str(f["good"])
+    cfg = str(REPO_ROOT / "configs" / "demo" / "synthetic_cpu.yaml")
+    ev = ["--data-root", tree, "--workers", "0", "--no-progress"]
+    run = ["data.workers=0", "data.batch_size=2", f"out_dir={b / 'runs'}", "train.progress=false"]
+    return {
+        # missing paths
+        "check missing root": (["data", "check", "--root", str(b / "nowhere")], "not found"),
+        "train missing config": (["train", str(b / "nowhere.yaml")], "config file not found"),
+        "train missing data root": (["train", cfg, f"data.root={b / 'nowhere'}", *run], "not found"),
+        "resume missing run": (["train", "--resume", str(b / "nowhere")], "no config.yaml"),
+        "evaluate missing checkpoint": (["evaluate", "--checkpoint", str(b / "no.pt"), *ev, "--out",
+                                         str(b / "r1.json")], "checkpoint not found"),
+        "evaluate missing data root": (["evaluate", "--checkpoint", good, "--data-root", str(b / "nowhere"),
+                                        "--out", str(b / "r2.json")], "not found"),
+        "fit missing checkpoint": (["fit-scorers", "--checkpoint", str(b / "no.pt"), *ev], "checkpoint not found"),
+        "visualize missing checkpoint": (["visualize", "--checkpoint", str(b / "no.pt"), "--data-root", tree,
+                                          "--out", str(b / "v1")], "checkpoint not found"),
+        "report missing results": (["report", str(b / "none.json"), "--out", str(b / "rep1")], "not found"),
+        "sweep missing base": (["sweep", str(b / "nowhere.yaml"), "--grid", "optim.lr=0.1,0.01"], "not found"),
+        "demo missing config": (["demo", "--config", str(b / "nowhere.yaml"), "--out", str(b / "d1")],
+                                "config file not found"),
+        # wrong layout / wrong file
+        "check wrong layout": (["data", "check", "--root", str(b / "not_sh")], "no StreetHazards"),
+        "train wrong layout": (["train", cfg, f"data.root={b / 'not_sh'}", *run], "no StreetHazards train split"),
+        "evaluate wrong layout": (["evaluate", "--checkpoint", good, "--data-root", str(b / "not_sh"), "--out",
+                                   str(b / "r3.json")], "no StreetHazards test split"),
+        "garbage checkpoint": (["evaluate", "--checkpoint", str(b / "garbage.pt"), *ev, "--out",
+                                str(b / "r4.json")], "cannot read checkpoint"),
+        "report not results": (["report", str(b / "results.json"), "--out", str(b / "rep2")],
+                               "not an anomalyseg results file"),
+        "config not yaml": (["train", str(b / "not_yaml.yaml")], "cannot read config"),
+        # unknown config key / wrong type
+        "unknown key in file": (["train", str(b / "unknown_key.yaml")], "unknown config key 'data.batch_sise'"),
+        "unknown key override": (["train", cfg, "optim.learning_rate=0.1"], "unknown config key"),
+        "wrong type in file": (["train", str(b / "wrong_type.yaml")], "'train.epochs': expected int"),
+        "wrong type override": (["train", cfg, "data.hflip=sometimes"], "'data.hflip': expected true/false"),
+        "wrong choice override": (["train", cfg, "optim.name=rmsprop"], "'optim.name': expected one of"),
+        "demo unknown key": (["demo", "--out", str(b / "d2"), "data.trian=10"], "unknown config key 'data.trian'"),
+        "demo wrong type": (["demo", "--out", str(b / "d3"), "data.size=big"], "'data.size': expected a list"),
+        "demo stray argument": (["demo", "--out", str(b / "d4"), "fast"], "unexpected argument 'fast'"),
+        # unknown names
+        "unknown model": (["train", cfg, f"data.root={tree}", "model.name=resnet9000", *run], "unknown model"),
+        "unknown scorer (evaluate)": (["evaluate", "--checkpoint", good, *ev, "--scorers", "max_logit,maxlogit",
+                                       "--out", str(b / "r5.json")], "unknown scorer 'maxlogit'"),
+        "unknown scorer (fit)": (["fit-scorers", "--checkpoint", good, *ev, "--scorers", "smll"],
+                                 "unknown scorer 'smll'"),
+        "unknown scorer (visualize)": (["visualize", "--checkpoint", good, "--data-root", tree, "--scorer", "nope",
+                                        "--out", str(b / "v2")], "unknown scorer 'nope'"),
+        "unknown class to ignore": (["evaluate", "--checkpoint", good, *ev, "--ignore", "trees", "--out",
+                                     str(b / "r6.json")], "not a known class"),
+        # checkpoints that do not match
+        "checkpoint with 19 classes": (["evaluate", "--checkpoint", str(f["classes19"]), *ev, "--out",
+                                        str(b / "r7.json")], "19 classes"),
+        "checkpoint of another architecture": (["evaluate", "--checkpoint", str(f["arch"]), *ev, "--out",
+                                                str(b / "r8.json")], str(f["arch"])),
+        "fitting on the test split": (["fit-scorers", "--checkpoint", good, *ev, "--split", "test"],
+                                      "never used for fitting"),
+    }
+
+
+CASES = list(_cases({k: Path(k) for k in ("base", "tree", "good", "classes19", "arch")}))
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert lines, "nothing on stderr"
+    assert "Traceback" not in err
+    return lines[-1]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line(case, files, capsys):
+    argv, phrase = _cases(files)[case]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    last = _one_line(err)
+    assert last.startswith("anomalyseg: error: "), err
+    assert phrase in last, last
+    # the message is the only thing on stderr apart from log lines of the stages that ran before it
+    assert all(ln.startswith(("INFO ", "WARNING ")) for ln in err.strip().splitlines()[:-1]), err
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["data", "synth", "--out", "x", "--size", "12"], "argument --size: expected WIDTHxHEIGHT"),
+    (["evaluate", "--checkpoint", "a.pt", "--data-root", ".", "--out", "r.json", "--batch-size", "two"],
+     "argument --batch-size: expected a whole number"),
+    (["evaluate", "--checkpoint", "a.pt", "--data-root", "."], "the following arguments are required: --out"),
+    (["trian"], "invalid choice: 'trian'"),
+])
+def test_argument_errors_end_with_one_line(argv, phrase, capsys):
+    """argparse's own errors: usage, then one error line; exit code 2."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert phrase in _one_line(err) and "error:" in _one_line(err)
+
+
+def test_debug_shows_the_traceback(files):
+    with pytest.raises(UserError, match="config file not found"):
+        cli.main(["--debug", "train", str(files["base"] / "nowhere.yaml")])
+
+
+def _subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                yield (*path, name), child, helps.get(name)
+                yield from _subcommands(child, (*path, name))
+
+
+def test_help_lists_every_subcommand_with_examples(capsys):
+    parser = cli.build_parser()
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    top = capsys.readouterr().out
+    found = list(_subcommands(parser))
+    assert {p[0] for p, _, _ in found} >= {"data", "models", "train", "evaluate", "fit-scorers", "visualize",
+                                            "report", "sweep", "demo"}
+    for path, child, help_text in found:
+        assert help_text and "\n" not in help_text, f"{' '.join(path)}: no one-line help"
+        assert "examples:" in (child.epilog or ""), f"`anomalyseg {' '.join(path)} --help` has no examples"
+        assert f"anomalyseg {' '.join(path)}" in child.epilog, f"{' '.join(path)}: examples do not run it"
+        if len(path) == 1:
+            assert any(ln.split()[:1] == [path[0]] for ln in top.splitlines()), f"{path[0]} not in --help"
+
+
+def test_module_and_console_script_behave_the_same(tmp_path):
+    """``python -m anomalyseg`` and the installed ``anomalyseg`` script: same exit code, same one line."""
+    script = shutil.which("anomalyseg", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                               os.environ.get("PATH", "")]))
+    assert script, "the console script `anomalyseg` is not installed beside this Python"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANOMALYSEG_CACHE_DIR": str(tmp_path / "cache")}
+    argv = ["train", str(tmp_path / "missing.yaml")]
+    outs = [subprocess.run(cmd + argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+            for cmd in ([sys.executable, "-m", "anomalyseg"], [script])]
+    for res in outs:
+        assert res.returncode == 2
+        assert res.stderr.strip() == f"anomalyseg: error: config file not found: {tmp_path / 'missing.yaml'}"
+    assert outs[0].stdout == outs[1].stdout == ""
+
+
+def test_version(capsys):
+    from anomalyseg import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"anomalyseg {__version__}"
