@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import resource
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,10 +44,10 @@ RESULTS_NAME = "synthetic_test.json"
 class DemoData:
     """The generated dataset: image counts per split and frame size ``[width, height]``."""
 
-    train: int = 320
+    train: int = 400
     val: int = 40
     test: int = 40
-    size: tuple[int, int] = (256, 144)
+    size: tuple[int, int] = (320, 180)
     seed: int = 0
     workers: int = 2  # processes drawing the images
 
@@ -73,24 +74,24 @@ class DemoConfig:
 
 
 _TRAINING: dict[str, Any] = {
-    "data": {"crop_size": [144, 256], "scale_range": [0.6, 1.0], "hflip": True, "color_jitter": True,
+    "data": {"crop_size": [144, 256], "scale_range": [0.8, 1.25], "hflip": True, "color_jitter": True,
              "blur": False, "val_size": None, "batch_size": 8, "val_batch_size": 8, "workers": 1},
     "model": {"name": "deeplabv3plus_efficientnet_lite0", "pretrained": True},
     "optim": {"name": "adamw", "lr": 2.0e-3, "weight_decay": 1.0e-4, "backbone_lr_mult": 0.5},
     "schedule": {"name": "poly", "power": 0.9, "warmup_iters": 20},
-    "train": {"epochs": 4, "val_every": 2, "seed": 0, "device": "auto", "class_balance": "inverse_sqrt",
+    "train": {"epochs": 7, "val_every": 2, "seed": 0, "device": "auto", "class_balance": "inverse_sqrt",
               "checkpoint_every_steps": 0, "log_every": 10, "num_vis_images": 2},
 }
 
 #: Built-in settings; ``configs/demo/demo_<name>.yaml`` hold the same values (a test keeps them equal).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
-        "data": {"train": 320, "val": 40, "test": 40, "size": [256, 144], "seed": 0, "workers": 2},
+        "data": {"train": 400, "val": 40, "test": 40, "size": [320, 180], "seed": 0, "workers": 2},
         "training": _TRAINING,
         "evaluate": {"scorers": "all", "batch_size": 4, "workers": 1, "panels": 4, "panel_scorer": None},
     },
     "quick": {
-        "data": {"train": 48, "val": 8, "test": 8, "size": [192, 108], "seed": 0, "workers": 2},
+        "data": {"train": 96, "val": 8, "test": 8, "size": [192, 108], "seed": 0, "workers": 2},
         "training": {**_TRAINING,
                      "data": {**_TRAINING["data"], "crop_size": [108, 192], "workers": 0},
                      "schedule": {"name": "poly", "power": 0.9, "warmup_iters": 5},
@@ -197,7 +198,10 @@ def _run_command(argv: list[str]) -> int:
 
 
 def encoder_init(training: Config) -> str:
-    """Check the pretrained weights load offline; without them train from scratch (and say so)."""
+    """Check the pretrained weights load offline; without them train from scratch (and say so). A model that
+    cannot be built even without pretrained weights (unknown name, bad option) is the user's error."""
+    from dataclasses import replace
+
     from anomalyseg.engine.factory import build_model_from_config
 
     if not training.model.pretrained:
@@ -205,6 +209,7 @@ def encoder_init(training: Config) -> str:
     try:
         build_model_from_config(training.model, 13)
     except UserError as exc:
+        build_model_from_config(replace(training.model, pretrained=False), 13)  # raises for a bad model
         log.warning("no pretrained weights for %s (%s): training it from scratch, expect lower numbers",
                     training.model.name, exc)
         training.model.pretrained = False
@@ -232,10 +237,6 @@ def run_demo(
     ``device``: cpu / cuda / cuda:N / auto (default: ``training.train.device``). ``force`` / ``confirm``:
     see :func:`prepare_out`.
     """
-    from anomalyseg.data.synthetic import write_synthetic
-    from anomalyseg.engine.train import train
-    from anomalyseg.report.results import read_results
-
     cfg = config if config is not None else load_demo_config()
     started, cpu0 = time.perf_counter(), cpu_seconds()
     out = prepare_out(out, force=force, confirm=confirm)
@@ -244,7 +245,27 @@ def run_demo(
                               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": device,
                               "config": config_to_dict(cfg)}
     _write_manifest(out, record)
+    try:
+        paths = _run_stages(cfg, out, device, progress, record)
+    except BaseException as exc:  # leave a manifest that says how the run ended, then let it propagate
+        record.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                      error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        _write_manifest(out, record)
+        raise
+    record.update(status="finished", wall_s=round(time.perf_counter() - started, 2),
+                  cpu_s=round(cpu_seconds() - cpu0, 2), paths=paths)
+    _write_manifest(out, record)
+    return record
+
+
+def _run_stages(cfg: DemoConfig, out: Path, device: str, progress: bool, record: dict[str, Any]) -> dict[str, Any]:
+    """The six stages; fills ``record`` (model, summary, timings) and returns the paths of the outputs."""
+    from anomalyseg.data.synthetic import write_synthetic
+    from anomalyseg.engine.train import train
+    from anomalyseg.report.results import read_results
+
     stage = _Stages(6)
+    record["timings"] = stage.timings
     d, ev, tr = cfg.data, cfg.evaluate, cfg.training
     data_root, run_dir, results_dir = out / "data", out / "run", out / "results"
 
@@ -271,38 +292,31 @@ def run_demo(
     quiet = [] if progress else ["--no-progress"]
     argv = ["fit-scorers", *common, *quiet]
     with stage("fit", "fit the scorers that need in-distribution statistics on the val split",
-               "anomalyseg " + " ".join(argv)):
+               shlex.join(["anomalyseg", *argv])):
         _run_command(argv)
 
     results = results_dir / RESULTS_NAME
     argv = ["evaluate", *common, "--scorers", ev.scorers, "--protocol", "both", "--out", str(results), *quiet]
     with stage("evaluate", "evaluate every scorer under both protocols on the test split",
-               "anomalyseg " + " ".join(argv)):
+               shlex.join(["anomalyseg", *argv])):
         _run_command(argv)
-    summary = summarize(read_results(results))
+    summary = record["summary"] = summarize(read_results(results))
 
     panels = results_dir / "panels"
     scorer = ev.panel_scorer or summary["best_scorer"] or "max_logit"
     argv = ["visualize", "--checkpoint", str(ckpt), "--data-root", str(data_root), "--scorer", scorer,
             "--results", str(results), "--num-samples", str(ev.panels), "--device", device, "--out", str(panels)]
-    with stage("visualize", f"draw {ev.panels} panels for {scorer}", "anomalyseg " + " ".join(argv)):
+    with stage("visualize", f"draw {ev.panels} panels for {scorer}", shlex.join(["anomalyseg", *argv])):
         _run_command(argv)
 
     report = out / "report"
     argv = ["report", str(results), "--out", str(report), "--title", f"anomalyseg demo: {tr.model.name} on "
             "synthetic StreetHazards"]
-    with stage("report", "tables, PR / ROC curves and the HTML page", "anomalyseg " + " ".join(argv)):
+    with stage("report", "tables, PR / ROC curves and the HTML page", shlex.join(["anomalyseg", *argv])):
         _run_command(argv)
 
-    panel_files = sorted(str(p) for p in panels.glob("panel_*.png"))
-    record.update(
-        status="finished", summary=summary, timings=stage.timings,
-        wall_s=round(time.perf_counter() - started, 2), cpu_s=round(cpu_seconds() - cpu0, 2),
-        paths={"data": str(data_root), "run": str(run_dir), "checkpoint": str(ckpt), "results": str(results),
-               "panels": panel_files, "report": str(report / "report.html")},
-    )
-    _write_manifest(out, record)
-    return record
+    return {"data": str(data_root), "run": str(run_dir), "checkpoint": str(ckpt), "results": str(results),
+            "panels": sorted(str(p) for p in panels.glob("panel_*.png")), "report": str(report / "report.html")}
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:

