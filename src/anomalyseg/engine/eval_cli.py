@@ -8,7 +8,6 @@ checkpoint by its sha256; ``evaluate`` loads them automatically.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import platform
 import re
@@ -22,6 +21,7 @@ import torch
 from anomalyseg import __version__
 from anomalyseg.engine import eval_sets
 from anomalyseg.errors import NotFittedError, UserError
+from anomalyseg.models.checkpoints import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +145,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_states_path(checkpoint: str | Path) -> Path:
