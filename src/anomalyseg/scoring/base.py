@@ -402,3 +402,25 @@ def mean_std(
     dof = (count - 1 if unbiased else count).clamp_min(1)
     var = ((total_sq - total * mean) / dof).clamp_min(0)
     return mean, var.sqrt()
+
+
+class FeatureScorer(Scorer):
+    """A scorer that reads one intermediate feature map and remembers which one it fitted on."""
+
+    feature_used: str | None = None
+
+    def _feature(self, output: SegOutput) -> torch.Tensor:
+        """The requested feature (or the one fitted on, or the output's default), its name recorded on first use."""
+        key, feat = pick_feature(output, self.params["feature"] or self.feature_used, self.name)
+        if self.feature_used is None:
+            self.feature_used = key
+        return feat
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"feature_used": self.feature_used}
+
+    def _load_extra(self, extra: dict[str, Any]) -> None:
+        self.feature_used = extra.get("feature_used")
+
+    def _merge_extra(self, other: Scorer) -> None:
+        self.feature_used = self.feature_used or getattr(other, "feature_used", None)

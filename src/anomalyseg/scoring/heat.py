@@ -37,11 +37,10 @@ import torch.nn.functional as F
 
 from anomalyseg.scoring.base import (
     IGNORE_INDEX,
-    Scorer,
+    FeatureScorer,
     flat_pixels,
     labels_at,
     mean_std,
-    pick_feature,
     require,
     upsample,
 )
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
 STD_FLOOR = 1e-6
 
 
-class HEAT(Scorer):
+class HEAT(FeatureScorer):
     """Standardised energy + standardised prototype distance, box-smoothed; see the module docstring."""
 
     kind = "heat"
@@ -116,9 +115,7 @@ class HEAT(Scorer):
 
     # ---- terms ------------------------------------------------------------------------------------
     def _unit_features(self, output: SegOutput) -> torch.Tensor:
-        key, feat = pick_feature(output, self.params["feature"] or self.feature_used, self.name)
-        if self.feature_used is None:
-            self.feature_used = key
+        feat = self._feature(output)
         return F.normalize(feat.float(), dim=1)
 
     def _distance(self, unit: torch.Tensor) -> torch.Tensor:
@@ -194,15 +191,6 @@ class HEAT(Scorer):
                 self.prototypes = F.normalize(states["proto_sum"][seen], dim=1).float()
         else:
             self.distance_stats = self._read_stats(states, "distance")
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {"feature_used": self.feature_used}
-
-    def _load_extra(self, extra: dict[str, Any]) -> None:
-        self.feature_used = extra.get("feature_used")
-
-    def _merge_extra(self, other: Scorer) -> None:
-        self.feature_used = self.feature_used or getattr(other, "feature_used", None)
 
     # ---- scoring ----------------------------------------------------------------------------------
     def _score(self, output: SegOutput) -> torch.Tensor:

@@ -23,10 +23,9 @@ import torch.nn.functional as F
 
 from anomalyseg.scoring.base import (
     IGNORE_INDEX,
-    Scorer,
+    FeatureScorer,
     flat_pixels,
     labels_at,
-    pick_feature,
     require,
     upsample,
 )
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Mahalanobis(Scorer):
+class Mahalanobis(FeatureScorer):
     """Minimum Mahalanobis distance to the class means (shared covariance)."""
 
     kind = "mahalanobis"
@@ -64,9 +63,7 @@ class Mahalanobis(Scorer):
         return {"feature": self.params["feature"], "l2_normalize": self.params["l2_normalize"]}
 
     def _features(self, output: SegOutput) -> torch.Tensor:
-        key, feat = pick_feature(output, self.params["feature"] or self.feature_used, self.name)
-        if self.feature_used is None:
-            self.feature_used = key
+        feat = self._feature(output)
         feat = feat.float()
         return F.normalize(feat, dim=1) if self.params["l2_normalize"] else feat
 
@@ -108,15 +105,6 @@ class Mahalanobis(Scorer):
         self.means, self.covariance = means, cov
         self._whiten = whiten.float()
         self._centres = (means[seen] @ whiten.T).float()
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {"feature_used": self.feature_used}
-
-    def _load_extra(self, extra: dict[str, Any]) -> None:
-        self.feature_used = extra.get("feature_used")
-
-    def _merge_extra(self, other: Scorer) -> None:
-        self.feature_used = self.feature_used or getattr(other, "feature_used", None)
 
     def _score(self, output: SegOutput) -> torch.Tensor:
         assert self._whiten is not None and self._centres is not None
