@@ -274,7 +274,7 @@ def handle_evaluate(args: argparse.Namespace) -> int:
     from anomalyseg.engine.distributed import barrier, cleanup, init_distributed
     from anomalyseg.engine.evaluate import run_evaluation
     from anomalyseg.engine.tta import TTA
-    from anomalyseg.report.results import check_writable, write_results
+    from anomalyseg.report.results import check_writable
     from anomalyseg.scoring import scorers_from_spec
 
     presets = eval_sets.parse_datasets(args.dataset)
@@ -327,13 +327,20 @@ def handle_evaluate(args: argparse.Namespace) -> int:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
                 "wall_seconds": round(time.time() - started, 3),
             }
-            written = write_results(record, paths["json"], force=args.force)
-            _summary(record)
-            print(f"wrote {written['json']}, {written['csv'].name}, {written['md'].name}")
+            publish(record, paths["json"], force=args.force)
         barrier(ctx)
     finally:
         cleanup(ctx)
     return 0
+
+
+def publish(record: dict[str, Any], json_path: Path, force: bool) -> None:
+    """Write the results JSON / CSV / Markdown, print the summary table and where they went."""
+    from anomalyseg.report.results import write_results
+
+    written = write_results(record, json_path, force=force)
+    _summary(record)
+    print(f"wrote {written['json']}, {written['csv'].name}, {written['md'].name}")
 
 
 def _pct(value: Any) -> str:

@@ -145,10 +145,10 @@ def handle_anomaly_sets(args: argparse.Namespace, presets: list[str]) -> int:
 
     from anomalyseg.data.anomaly_folder import PRESETS, AnomalyImageFolder, eval_at_transform, open_anomaly_sets
     from anomalyseg.engine.distributed import barrier, cleanup, init_distributed
-    from anomalyseg.engine.eval_cli import _loader, _summary, file_sha256, resolve_checkpoint, versions
+    from anomalyseg.engine.eval_cli import _loader, file_sha256, publish, resolve_checkpoint, versions
     from anomalyseg.engine.evaluate import run_evaluation
     from anomalyseg.engine.tta import TTA
-    from anomalyseg.report.results import check_writable, write_results
+    from anomalyseg.report.results import check_writable
     from anomalyseg.scoring import scorers_from_spec
 
     started = time.time()
@@ -209,10 +209,8 @@ def handle_anomaly_sets(args: argparse.Namespace, presets: list[str]) -> int:
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
                     "wall_seconds": round(time.time() - started, 3),
                 }
-                written = write_results(record, paths[key]["json"], force=args.force)
                 print(f"{info.name}:")
-                _summary(record)
-                print(f"wrote {written['json']}, {written['csv'].name}, {written['md'].name}")
+                publish(record, paths[key]["json"], force=args.force)
         barrier(ctx)
     finally:
         cleanup(ctx)
