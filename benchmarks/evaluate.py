@@ -10,7 +10,7 @@ Data: synthetic StreetHazards-format images written at 1280x720 into a temporary
 
 Run: .venv/bin/python benchmarks/evaluate.py [--images 3] [--model deeplabv3plus_resnet18] [--device cpu]
      [--scorers max_logit,msp,energy,entropy,rba,gen] [--protocol both|per_image|pooled] [--threads N]
-     [--repeats 1]
+     [--repeats 1] [--no-malloc-tuning]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from anomalyseg.data.synthetic import write_synthetic
 from anomalyseg.data.transforms import EvalTransform
 from anomalyseg.engine.evaluate import run_evaluation
 from anomalyseg.models import build_model
+from anomalyseg.runtime import tune_cpu_allocator
 from anomalyseg.scoring import scorers_from_spec
 
 DEFAULT_SCORERS = "max_logit,msp,energy,entropy,rba,gen"
@@ -52,7 +53,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each configuration; the fastest counts")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="leave glibc malloc as it is (the CLI tunes it, see anomalyseg.runtime)")
     args = parser.parse_args()
+    tuned = False if args.no_malloc_tuning else tune_cpu_allocator()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,7 +88,8 @@ def main() -> None:
     t_one, t_sum = singles[first], sum(singles.values())
     n = len(ds)
     tm = res["timings"]
-    print(f"\n{args.model} on {device} ({torch.get_num_threads()} threads), {n} images at 1280x720, "
+    print(f"\n{args.model} on {device} ({torch.get_num_threads()} threads, malloc tuning {'on' if tuned else 'off'}), "
+          f"{n} images at 1280x720, "
           f"protocols {', '.join(protocols)}, K = {K} scorers: {', '.join(s.name for s in scorers)}\n")
     print(f"{'run':<44}{'seconds':>10}{'s/image':>10}")
     print(f"{'(a) one pass, all ' + str(K) + ' scorers':<44}{t_all:>10.2f}{t_all / n:>10.2f}")

@@ -6,7 +6,7 @@ own fresh process so peak memories do not mix.
 Part 2: the pooled accumulator alone over the native StreetHazards test-set size (1500 images of 720x1280 =
 1.38 G pixels) streamed in 921,600-pixel images: seconds and peak RSS.
 
-Run: .venv/bin/python benchmarks/metrics.py [--pixels 20000000] [--images 1500]
+Run: .venv/bin/python benchmarks/metrics.py [--pixels 20000000] [--images 1500] [--no-malloc-tuning]
 """
 
 from __future__ import annotations
@@ -43,8 +43,16 @@ def _make_data(path: Path, n: int) -> None:
     np.save(path / "labels.npy", y)
 
 
-def _worker(method: str, path: Path) -> dict:
+def _tune(enabled: bool) -> bool:
+    from anomalyseg.runtime import tune_cpu_allocator
+
+    return tune_cpu_allocator() if enabled else False
+
+
+def _worker(method: str, path: Path, tuning: bool) -> dict:
     import torch  # imported before the baseline so both methods pay for it
+
+    _tune(tuning)
 
     s = np.load(path / "scores.npy")
     y = np.load(path / "labels.npy")
@@ -72,10 +80,12 @@ def _worker(method: str, path: Path) -> dict:
             "auroc": auroc, "aupr": aupr, "fpr95": fpr95}
 
 
-def _stream_worker(images: int) -> dict:
+def _stream_worker(images: int, tuning: bool) -> dict:
     import torch
 
     from anomalyseg.metrics import AnomalyMetrics
+
+    _tune(tuning)
 
     torch.manual_seed(0)
     m = AnomalyMetrics("pooled", fpr_rule="first", keep_per_image=False)
@@ -97,8 +107,9 @@ def _stream_worker(images: int) -> dict:
             "histogram_mb": m.hist.nbytes() / 2**20, "auroc": r["auroc"]}
 
 
-def _run(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
+def _run(args: list[str], tuning: bool) -> dict:
+    flag = [] if tuning else ["--no-malloc-tuning"]
+    out = subprocess.run([sys.executable, __file__, *args, *flag], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -106,20 +117,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pixels", type=int, default=20_000_000)
     parser.add_argument("--images", type=int, default=1500)
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="leave glibc malloc as it is (the CLI tunes it, see anomalyseg.runtime)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "stream":
-        print(json.dumps(_stream_worker(args.images)))
+        print(json.dumps(_stream_worker(args.images, not args.no_malloc_tuning)))
         return
     if args.worker:
-        print(json.dumps(_worker(args.worker, Path(args.data))))
+        print(json.dumps(_worker(args.worker, Path(args.data), not args.no_malloc_tuning)))
         return
 
+    tuning = not args.no_malloc_tuning
+    print(f"glibc malloc tuning (anomalyseg.runtime, as the CLI): {'on' if tuning else 'off'}")
     with tempfile.TemporaryDirectory() as tmp:
         _make_data(Path(tmp), args.pixels)
-        ours = _run(["--worker", "anomalyseg", "--data", tmp])
-        ref = _run(["--worker", "sklearn", "--data", tmp])
+        ours = _run(["--worker", "anomalyseg", "--data", tmp], tuning)
+        ref = _run(["--worker", "sklearn", "--data", tmp], tuning)
     print(f"Part 1: {args.pixels / 1e6:.1f} M pixels, 1 % anomalies, overlapping Gaussians (FPR95 rule 'first')")
     print(f"{'method':<12}{'seconds':>10}{'peak MB':>10}{'AUROC':>12}{'AUPR':>12}{'FPR95':>12}")
     for r in (ours, ref):
@@ -130,7 +145,7 @@ def main() -> None:
           f"|dFPR95| {abs(ours['fpr95'] - ref['fpr95']):.1e}")
     print("(torchmetrics' exact mode: not installed in this environment, not measured)")
 
-    st = _run(["--worker", "stream", "--images", str(args.images)])
+    st = _run(["--worker", "stream", "--images", str(args.images)], tuning)
     print(f"\nPart 2: pooled accumulator over {st['pixels'] / 1e9:.2f} G pixels in {st['images']} images of 921,600")
     print(f"update {st['update_seconds']:.1f} s + compute {st['compute_seconds']:.2f} s "
           f"(score generation {st['data_generation_seconds']:.1f} s, not counted); "

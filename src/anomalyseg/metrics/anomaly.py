@@ -25,9 +25,9 @@ import torch.distributed as dist
 from anomalyseg.metrics.base import Accumulator, distributed_ready
 from anomalyseg.metrics.curves import (
     FPR_RULES,
+    CurveScan,
     FprRule,
     curve_metrics,
-    downsample_curve,
     exact_counts,
     key_to_float,
 )
@@ -163,7 +163,7 @@ class AnomalyMetrics(Accumulator):
 
     def _update_image(self, s: torch.Tensor, t: torch.Tensor) -> None:
         s, y = self._valid(s, t)
-        npos = int(y.sum())
+        npos = int(np.count_nonzero(y.numpy())) if y.device.type == "cpu" else int(y.sum())
         nneg = y.numel() - npos
         skipped = npos == 0 or nneg == 0
         self.counts += torch.tensor([1, int(skipped), npos, nneg], dtype=torch.int64, device=self.counts.device)
@@ -218,27 +218,30 @@ class AnomalyMetrics(Accumulator):
         self.per_image = [dict(r) for r in state.get("per_image", [])]
 
     # ---- results --------------------------------------------------------------------------------
-    def _pooled_curve(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """Cumulative (tps, fps, thresholds) over non-empty bins, descending; ``None`` if a class is missing."""
+    def _pooled_scan(self, max_points: int = 0) -> CurveScan | None:
+        """One pass over the histogram's bins, descending, in chunks; ``None`` if a class is missing."""
         assert self.hist is not None
-        bin_ids, h = self.hist.ordered()
-        nz = torch.nonzero(h.sum(0)).squeeze(1).flip(0)
-        if nz.numel() == 0:
+        num_neg, num_pos = self.hist.totals()
+        if num_pos == 0 or num_neg == 0:
             return None
-        tps = torch.cumsum(h[1, nz], 0).to(torch.float64)
-        fps = torch.cumsum(h[0, nz], 0).to(torch.float64)
-        if tps[-1] == 0 or fps[-1] == 0:
-            return None
-        return tps, fps, key_to_float(self.hist.bin_lower_keys(bin_ids[nz]))
+        scan = CurveScan(num_pos, num_neg, self.fpr_rule, max_points=max_points)
+        tp = fp = 0.0
+        for neg, pos, bin_ids in self.hist.descending():
+            tps = np.cumsum(pos, dtype=np.float64) + tp
+            fps = np.cumsum(neg, dtype=np.float64) + fp
+            thr = key_to_float(self.hist.bin_lower_keys(torch.from_numpy(bin_ids))).numpy()
+            scan.add(tps, fps, thr)
+            tp, fp = tps[-1], fps[-1]
+        return scan
 
     def compute(self) -> dict[str, Any]:
         """Plain-Python results; metrics are NaN (never an exception) when they are undefined."""
         n_img, n_skip, n_pos, n_neg = self.counts.tolist()
         out: dict[str, Any] = {"auroc": _NAN, "aupr": _NAN, "fpr95": _NAN, "best_f1": _NAN}
         if self.protocol == "pooled":
-            curve = self._pooled_curve()
-            if curve is not None:
-                out.update(curve_metrics(curve[0], curve[1], self.fpr_rule, thresholds=curve[2]))
+            scan = self._pooled_scan()
+            if scan is not None:
+                out.update(scan.result())
         elif n_img - n_skip > 0:
             sums = (self.sums / (n_img - n_skip)).tolist()
             out.update(auroc=sums[0], aupr=sums[1], fpr95=sums[2], best_f1=sums[3])
@@ -253,8 +256,8 @@ class AnomalyMetrics(Accumulator):
         """Downsampled pooled curve (thresholds, tpr, fpr, precision, recall) for plotting, or None."""
         if self.protocol != "pooled":
             raise ValueError("curves are kept by the pooled protocol only; use AnomalyMetrics(protocol='pooled')")
-        curve = self._pooled_curve()
-        return None if curve is None else downsample_curve(*curve, max_points=max_points)
+        scan = self._pooled_scan(max_points)
+        return None if scan is None else scan.downsampled()
 
 
 def _reindex(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

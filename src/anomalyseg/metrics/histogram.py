@@ -11,6 +11,7 @@ octaves, so a few hundred blocks at most are allocated, whatever the number of p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -92,10 +93,17 @@ class BlockHistogram:
         self._widen(bins.numel())
         mask = 2**self.block_bits - 1
         if bins.device.type == "cpu":  # numpy: torch's CPU integer kernels are ~10x slower here
-            b, y = bins.numpy(), positive.reshape(-1).numpy().astype(np.int32)
+            b, y = bins.numpy(), positive.reshape(-1).numpy().view(np.int8)
             blocks = b >> self.block_bits
-            self._reserve(torch.from_numpy(np.flatnonzero(np.bincount(blocks, minlength=self.num_blocks))))
-            idx = torch.from_numpy(((self.slot.numpy()[blocks] * 2 + y) << self.block_bits) | (b & mask))
+            slots = self.slot.numpy()[blocks]
+            if (slots < 0).any():  # blocks seen for the first time (rare once the score range is covered)
+                self._reserve(torch.from_numpy(np.unique(blocks[slots < 0])))
+                slots = self.slot.numpy()[blocks]
+            slots <<= 1
+            slots += y
+            slots <<= self.block_bits
+            slots |= b & mask
+            idx = torch.from_numpy(slots)
         else:
             blocks = bins >> self.block_bits
             self._reserve(torch.nonzero(torch.bincount(blocks, minlength=self.num_blocks)).squeeze(1))
@@ -103,14 +111,29 @@ class BlockHistogram:
         flat = self.pool.view(-1)
         flat.index_add_(0, idx, torch.ones((), dtype=flat.dtype, device=flat.device).expand_as(idx))
 
-    def ordered(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(bin_ids, counts)``: every bin of the allocated blocks in ascending key order; counts (2, n)."""
-        blocks = torch.nonzero(self.slot >= 0).squeeze(1)
-        counts = self.pool[self.slot[blocks].long()]  # (nb, 2, block)
-        counts = counts.permute(1, 0, 2).reshape(2, -1)
-        offs = torch.arange(2**self.block_bits, device=self.device)
-        bin_ids = (blocks[:, None] * 2**self.block_bits + offs[None, :]).reshape(-1).to(torch.int64)
-        return bin_ids, counts
+    def totals(self) -> tuple[int, int]:
+        """(negatives, positives) counted so far."""
+        if self.device.type == "cpu":  # numpy sums in place; torch would first copy the pool to int64
+            neg, pos = self.pool.numpy().sum(axis=(0, 2), dtype=np.int64).tolist()
+        else:
+            neg, pos = self.pool.sum(dim=(0, 2), dtype=torch.int64).tolist()
+        return int(neg), int(pos)
+
+    def descending(self, blocks_per_chunk: int = 512) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Non-empty bins in DESCENDING key order, a chunk of blocks at a time: ``(neg, pos, bin_ids)`` numpy.
+
+        Chunks keep the memory of a curve computation at a few MB whatever the number of bins.
+        """
+        width = 2**self.block_bits
+        blocks = torch.nonzero(self.slot >= 0).squeeze(1).flip(0).cpu().numpy()
+        slot = self.slot.cpu().numpy()
+        offs = np.arange(width - 1, -1, -1, dtype=np.int64)
+        for start in range(0, blocks.size, blocks_per_chunk):
+            b = blocks[start : start + blocks_per_chunk]
+            c = self.pool[torch.from_numpy(slot[b]).to(self.device, torch.long)].flip(-1).cpu().numpy()
+            nz = (c[:, 0] != 0) | (c[:, 1] != 0)  # (nb, width)
+            ids = (b.astype(np.int64)[:, None] * width + offs[None, :])[nz]
+            yield c[:, 0][nz], c[:, 1][nz], ids
 
     def bin_lower_keys(self, bin_ids: torch.Tensor) -> torch.Tensor:
         """The smallest 32-bit key of each bin (``score >= float(key)`` is exact for the bin)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from anomalyseg.metrics.base import Accumulator
@@ -46,6 +47,11 @@ class SegmentationMetrics(Accumulator):
         if pred.is_floating_point():
             raise ValueError("pred must be class ids (integer) or logits with a class dimension")
         self._follow(target.device)
+        C = self.num_classes
+        if target.device.type == "cpu":  # numpy: torch's CPU integer kernels are several times slower here
+            counts = torch.from_numpy(self._counts_numpy(pred.reshape(-1).numpy(), target.reshape(-1).numpy()))
+            self.confusion += counts.reshape(C, C)
+            return
         target = target.reshape(-1).to(torch.int64)
         pred = pred.reshape(-1).to(torch.int64)
         if self.ignore_index is not None:
@@ -53,17 +59,31 @@ class SegmentationMetrics(Accumulator):
             target, pred = target[keep], pred[keep]
         t, p = target, pred
         if self.validate and t.numel():
-            C = self.num_classes
             bad_t, bad_p = torch.stack([((t < 0) | (t >= C)).any(), ((p < 0) | (p >= C)).any()]).tolist()
             if bad_t:
-                raise ValueError(
-                    f"target holds ids outside [0, {C}) that are not ignore_index={self.ignore_index} "
-                    f"(values {sorted(set(t[(t < 0) | (t >= C)].unique().tolist()))}); map them to ignore_index first"
-                )
+                self._bad_target(t[(t < 0) | (t >= C)].unique().tolist())
             if bad_p:
                 raise ValueError(f"pred holds class ids outside [0, {C})")
-        counts = torch.bincount(t * self.num_classes + p, minlength=self.num_classes**2)
-        self.confusion += counts.reshape(self.num_classes, self.num_classes)
+        counts = torch.bincount(t * C + p, minlength=C**2)
+        self.confusion += counts.reshape(C, C)
+
+    def _counts_numpy(self, p: np.ndarray, t: np.ndarray) -> np.ndarray:
+        C = self.num_classes
+        if self.ignore_index is not None:
+            keep = t != self.ignore_index
+            t, p = t[keep], p[keep]
+        if self.validate and t.size:
+            if t.min() < 0 or t.max() >= C:
+                self._bad_target(np.unique(t[(t < 0) | (t >= C)]).tolist())
+            if p.min() < 0 or p.max() >= C:
+                raise ValueError(f"pred holds class ids outside [0, {C})")
+        return np.bincount(t.astype(np.int64) * C + p, minlength=C**2).astype(np.int64)
+
+    def _bad_target(self, values: list[int]) -> None:
+        raise ValueError(
+            f"target holds ids outside [0, {self.num_classes}) that are not ignore_index={self.ignore_index} "
+            f"(values {sorted(set(values))}); map them to ignore_index first"
+        )
 
     def compute(self) -> dict[str, Any]:
         """Metrics as plain Python values; a class absent from both target and prediction has NaN IoU."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from anomalyseg.scoring.base import Scorer, known_classes_setting, require
+from anomalyseg.scoring.softmax import scorer_softmax
 
 if TYPE_CHECKING:
     from anomalyseg.models.outputs import SegOutput
@@ -32,8 +33,7 @@ class GEN(Scorer):
                          known_classes=known_classes_setting(known_classes, self.kind))
 
     def _score(self, output: SegOutput) -> torch.Tensor:
-        p = torch.softmax(self._logits(output).float(), 1)
+        p = scorer_softmax(self, output).probs
         if self.params["top_m"] < p.shape[1]:
             p = p.topk(self.params["top_m"], dim=1).values
-        g = self.params["gamma"]
-        return (p.pow(g) * (1 - p).pow(g)).sum(1)
+        return (p * (1 - p)).pow_(self.params["gamma"]).sum(1)  # p^g (1-p)^g with one pow

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from anomalyseg.scoring.base import Scorer, known_classes_setting, require
+from anomalyseg.scoring.softmax import scorer_softmax
 
 if TYPE_CHECKING:
     from anomalyseg.models.outputs import SegOutput
@@ -33,7 +34,7 @@ class MaxLogit(Scorer):
 
 
 class MSP(Scorer):
-    """``-max_c softmax(z / T)_c`` (Hendrycks & Gimpel, ICLR 2017), as ``-exp(max z/T - lse(z/T))``."""
+    """``-max_c softmax(z / T)_c`` (Hendrycks & Gimpel, ICLR 2017), as ``-1 / sum_c exp(z_c/T - max z/T)``."""
 
     kind = "msp"
     abbreviations: ClassVar[dict[str, str]] = {"temperature": "T", "known_classes": "K"}
@@ -45,8 +46,7 @@ class MSP(Scorer):
                          known_classes=known_classes_setting(known_classes, self.kind))
 
     def _score(self, output: SegOutput) -> torch.Tensor:
-        z = self._logits(output).float() / self.params["temperature"]
-        return -torch.exp(z.amax(1) - torch.logsumexp(z, 1))
+        return -scorer_softmax(self, output, self.params["temperature"]).max_prob
 
 
 def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -67,11 +67,12 @@ class Energy(Scorer):
                          known_classes=known_classes_setting(known_classes, self.kind))
 
     def _score(self, output: SegOutput) -> torch.Tensor:
-        return energy(self._logits(output), self.params["temperature"])
+        t = self.params["temperature"]
+        return -t * scorer_softmax(self, output, t).logsumexp
 
 
 class Entropy(Scorer):
-    """Softmax entropy ``-sum_c p_c log p_c`` with ``log p = log_softmax(z)`` (no clipping needed)."""
+    """Softmax entropy ``-sum_c p_c log p_c`` from the shifted logits (no clipping of ``p`` needed)."""
 
     kind = "entropy"
     abbreviations: ClassVar[dict[str, str]] = {"known_classes": "K"}
@@ -80,5 +81,4 @@ class Entropy(Scorer):
         super().__init__(name=name, known_classes=known_classes_setting(known_classes, self.kind))
 
     def _score(self, output: SegOutput) -> torch.Tensor:
-        log_p = torch.log_softmax(self._logits(output).float(), 1)
-        return -(log_p.exp() * log_p).sum(1)
+        return scorer_softmax(self, output).entropy
