@@ -69,7 +69,25 @@ def test_downsampled_curve_keeps_the_ends_and_follows_tpr_and_fpr():
 
 def test_one_class_curves():
     s = torch.tensor([0.3, 0.1, 0.2])
-    tps, fps, thr = exact_counts(s, torch.zeros(3, dtype=torch.bool))
+    tps, fps, _ = exact_counts(s, torch.zeros(3, dtype=torch.bool))
     assert tps.tolist() == [0.0] and fps.tolist() == [3.0]
     tps, fps, _ = exact_counts(s, torch.ones(3, dtype=torch.bool))
     assert tps.tolist() == [1.0, 2.0, 3.0] and fps.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_fast_counts_without_thresholds_equal_the_sorted_path():
+    """The coarse-bin count path (CPU, no thresholds) gives the same curve as one full sort."""
+    rng = np.random.default_rng(6)
+    cases = list(_cases(rng))
+    s = rng.normal(0, 1, 20000).astype(np.float32)
+    s[:50] = [0.0, -0.0] * 25  # signed zeros tie
+    s[50:3000] = np.float32(1.0) + np.arange(2950, dtype=np.float32) * np.float32(1e-7)  # one coarse bin, many values
+    cases.append((rng.random(s.size) < 0.05, s))
+    cases.append((rng.random(s.size) < 0.002, (s * 1e30).astype(np.float32)))  # huge magnitudes
+    for y, s in cases:
+        st, yt = torch.from_numpy(s), torch.from_numpy(y)
+        tps, fps, _ = exact_counts(st, yt)
+        tps2, fps2, thr2 = exact_counts(st, yt, thresholds=False)
+        assert thr2 is None
+        np.testing.assert_array_equal(tps2, tps)
+        np.testing.assert_array_equal(fps2, fps)

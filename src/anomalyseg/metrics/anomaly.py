@@ -169,7 +169,7 @@ class AnomalyMetrics(Accumulator):
         self.counts += torch.tensor([1, int(skipped), npos, nneg], dtype=torch.int64, device=self.counts.device)
         record: dict[str, Any] = {"index": len(self.per_image), "num_positive": npos, "num_negative": nneg}
         if not skipped:
-            tps, fps, _ = exact_counts(s, y)
+            tps, fps, _ = exact_counts(s, y, thresholds=False)
             m = curve_metrics(tps, fps, self.fpr_rule)
             self.sums += torch.tensor([m["auroc"], m["aupr"], m["fpr95"], m["best_f1"]],
                                       dtype=torch.float64, device=self.sums.device)

@@ -43,20 +43,51 @@ def key_to_float(keys: torch.Tensor) -> torch.Tensor:
     return (k ^ ((k >> 31) & 0x7FFFFFFF)).view(torch.float32)
 
 
-def exact_counts(scores: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+_COARSE_SHIFT = 12  # coarse bins of the 32-bit order key: 2**20 bins, relative width 2**-11
+
+
+def _order_key32(x: np.ndarray) -> np.ndarray:
+    """uint32 keys ordered like the float32 values ``x`` (as :func:`float_order_key`)."""
+    i = x.view(np.int32)
+    return (i ^ ((i >> 31) & np.int32(0x7FFFFFFF))).view(np.uint32) ^ np.uint32(0x80000000)
+
+
+def _negatives_above(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(#neg >= u, #neg > u)`` for the distinct descending ``u``, without sorting every negative.
+
+    Negatives in a coarse key bin that holds no ``u`` only need that bin's count (a cumulative bincount);
+    only those sharing a bin with some ``u`` are sorted and searched. With anomalies a few % of the pixels
+    that is a fraction of the negatives (~1/4 for overlapping Gaussians): ~2x faster than one full sort.
+    """
+    kn = _order_key32(neg) >> _COARSE_SHIFT
+    ku = (_order_key32(u) >> _COARSE_SHIFT).astype(np.int64)
+    shared = np.zeros(2 ** (32 - _COARSE_SHIFT), dtype=bool)
+    shared[ku] = True
+    near_mask = shared[kn]
+    near = np.sort(neg[near_mask])
+    far = np.bincount(kn[~near_mask], minlength=shared.size + 1)
+    far_above = np.cumsum(far[::-1])[::-1]  # far negatives in bins >= b
+    above = far_above[ku + 1] + near.size  # far ones strictly above u's bin, plus every near one ...
+    return above - np.searchsorted(near, u, "left"), above - np.searchsorted(near, u, "right")  # ... >= / > u
+
+
+def exact_counts(scores: torch.Tensor, labels: torch.Tensor,
+                 thresholds: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The exact curve of ``scores`` reduced to the points every metric here reads, descending.
 
     The full curve has a point per distinct score; between two consecutive distinct POSITIVE scores only
     FPR moves, so each such run is kept as its two ends: ``A`` (lowest threshold above the positive score:
     previous TPR, most false positives — what the "closest" and "interp" rules read) and ``B`` (the positive
     score itself), plus the final point (TPR 1, FPR 1). AUROC (trapezoids), AP, all FPR95 rules and best F1
-    are identical on the full and the reduced curve. Negatives and positives are sorted separately: one sort
-    of the negatives plus binary searches of the few distinct positive scores — faster than sorting all
-    scores, and the curve has ~2x(#distinct positive scores) points instead of #pixels.
+    are identical on the full and the reduced curve, which has ~2x(#distinct positive scores) points instead
+    of #pixels. Only the counts of negatives at or above each positive score are needed: one sort of the
+    negatives and binary searches (``thresholds=True``, which also names each point's score), or on CPU
+    without thresholds :func:`_negatives_above`, which sorts only the negatives near a positive score.
 
     Args:
         scores: 1-D float scores (already filtered to counted pixels), any device.
         labels: 1-D bool/int, 1 = positive (anomaly).
+        thresholds: also return each point's threshold (else ``None``; faster on CPU).
 
     Returns:
         ``(tps, fps, thresholds)`` as float64 / float64 / float32 numpy arrays.
@@ -65,28 +96,37 @@ def exact_counts(scores: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray
     y = labels.reshape(-1).to(torch.bool)
     if s.device.type == "cpu":
         sn, yn = s.numpy(), y.numpy()
-        pos, neg = np.sort(sn[yn])[::-1], np.sort(sn[~yn])
+        pos, neg = np.sort(sn[yn])[::-1], sn[~yn]
+        if thresholds:
+            neg = np.sort(neg)
     else:  # sort on the device, hand the (small) reduced curve to the host
         pos = torch.sort(s[y], descending=True).values.cpu().numpy()
         neg = torch.sort(s[~y]).values.cpu().numpy()
     n_neg = neg.size
+    lowest = neg.min(keepdims=True) if n_neg else neg
     if pos.size == 0:
-        return np.zeros(1), np.full(1, float(n_neg)), neg[:1].copy()
+        return np.zeros(1), np.full(1, float(n_neg)), lowest if thresholds else None
     starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
     u = pos[starts]  # distinct positive scores, descending
     tps_b = np.r_[starts[1:], pos.size].astype(np.float64)
-    ge = (n_neg - np.searchsorted(neg, u, "left")).astype(np.float64)  # negatives >= u
-    above = np.searchsorted(neg, u, "right")
-    gt = (n_neg - above).astype(np.float64)  # negatives > u
-    thr_a = neg[np.minimum(above, max(n_neg - 1, 0))] if n_neg else u
+    if thresholds or s.device.type != "cpu":  # neg is sorted
+        above = np.searchsorted(neg, u, "right")
+        ge, gt = n_neg - np.searchsorted(neg, u, "left"), n_neg - above
+    else:
+        ge, gt = _negatives_above(neg, u)
+    ge, gt = ge.astype(np.float64), gt.astype(np.float64)  # negatives >= u, > u
     has_a = gt > np.r_[0.0, ge[:-1]]
     keep = np.stack([has_a, np.ones_like(has_a)], 1).ravel()
     tps = np.stack([np.r_[0.0, tps_b[:-1]], tps_b], 1).ravel()[keep]
     fps = np.stack([gt, ge], 1).ravel()[keep]
-    thr = np.stack([thr_a, u], 1).ravel()[keep]
+    thr = None
+    if thresholds:
+        thr_a = neg[np.minimum(above, max(n_neg - 1, 0))] if n_neg else u  # smallest negative > u
+        thr = np.stack([thr_a, u], 1).ravel()[keep]
     if n_neg > ge[-1]:  # negatives below the lowest positive: the final point
-        tps, fps, thr = np.r_[tps, tps_b[-1]], np.r_[fps, float(n_neg)], np.r_[thr, neg[:1]]
-    return tps, fps, thr.astype(np.float32)
+        tps, fps = np.r_[tps, tps_b[-1]], np.r_[fps, float(n_neg)]
+        thr = None if thr is None else np.r_[thr, lowest]
+    return tps, fps, None if thr is None else thr.astype(np.float32)
 
 
 class CurveScan:
