@@ -81,6 +81,8 @@ def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "visualize missing checkpoint": (["visualize", "--checkpoint", str(b / "no.pt"), "--data-root", tree,
                                           "--out", str(b / "v1")], "checkpoint not found"),
         "report missing results": (["report", str(b / "none.json"), "--out", str(b / "rep1")], "not found"),
+        "report on a checkpoint": (["report", str(b / "garbage.pt"), "--out", str(b / "rep3")],
+                                   "report reads results JSON files"),
         "sweep missing base": (["sweep", str(b / "nowhere.yaml"), "--grid", "optim.lr=0.1,0.01"], "not found"),
         "demo missing config": (["demo", "--config", str(b / "nowhere.yaml"), "--out", str(b / "d1")],
                                 "config file not found"),
@@ -90,7 +92,7 @@ def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "evaluate wrong layout": (["evaluate", "--checkpoint", good, "--data-root", str(b / "not_sh"), "--out",
                                    str(b / "r3.json")], "no StreetHazards test split"),
         "garbage checkpoint": (["evaluate", "--checkpoint", str(b / "garbage.pt"), *ev, "--out",
-                                str(b / "r4.json")], "cannot read checkpoint"),
+                                str(b / "r4.json")], f"{b / 'garbage.pt'} is not a PyTorch checkpoint"),
         "report not results": (["report", str(b / "results.json"), "--out", str(b / "rep2")],
                                "not an anomalyseg results file"),
         "config not yaml": (["train", str(b / "not_yaml.yaml")], "cannot read config"),
@@ -160,6 +162,31 @@ def test_argument_errors_end_with_one_line(argv, phrase, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert phrase in _one_line(err) and "error:" in _one_line(err)
+
+
+GARBAGE = ("is not a PyTorch checkpoint (text starting 'this is not a checkpoint'; "
+           "expected a file written by torch.save)")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "fit-scorers", "visualize", "import-checkpoint", "states"])
+def test_garbage_checkpoint_says_it_is_not_pytorch(command, files, capsys):
+    """A file that is not a PyTorch file at all: exit 2 and one line naming it and what it looks like."""
+    b, tree, good, garbage = files["base"], str(files["tree"]), str(files["good"]), files["base"] / "garbage.pt"
+    ev = ["--data-root", tree, "--workers", "0", "--no-progress"]
+    argv, expected = {
+        "evaluate": (["evaluate", "--checkpoint", str(garbage), *ev, "--out", str(b / "g1.json")], GARBAGE),
+        "fit-scorers": (["fit-scorers", "--checkpoint", str(garbage), *ev], GARBAGE),
+        "visualize": (["visualize", "--checkpoint", str(garbage), "--data-root", tree, "--out", str(b / "g2")],
+                      GARBAGE),
+        "import-checkpoint": (["import-checkpoint", str(garbage), "--arch", "enet", "--contract", "norm=none",
+                               "--out", str(b / "g3.pt")], GARBAGE),
+        "states": (["fit-scorers", "--checkpoint", good, *ev, "--states", str(garbage)],
+                   GARBAGE.replace("checkpoint (", "scorer-states file (")),
+    }[command]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert _one_line(err) == f"anomalyseg: error: {garbage} {expected}", err
+    assert not (b / "g3.pt").exists()
 
 
 def test_debug_shows_the_traceback(files):

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from anomalyseg.data import STREETHAZARDS, SampleError, StreetHazards, anomaly_target, collate_samples
-from anomalyseg.data import streethazards as sh_module
+from anomalyseg.data import io as data_io
 from anomalyseg.errors import UserError
 
 
@@ -155,7 +155,7 @@ def test_skip_counts_across_dataloader_workers(synth_copy: Path) -> None:
 
 def test_transient_failure_is_retried(synth_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = sh_module.read_image
+    real = data_io.read_image
 
     def flaky(path):
         calls["n"] += 1
@@ -163,7 +163,7 @@ def test_transient_failure_is_retried(synth_copy: Path, monkeypatch: pytest.Monk
             raise OSError("stale NFS handle")
         return real(path)
 
-    monkeypatch.setattr(sh_module, "read_image", flaky)
+    monkeypatch.setattr(data_io, "read_image", flaky)  # what the loaders decode with
     ds = StreetHazards(synth_copy, "val", retry_wait=0)
     assert ds[0]["id"] == ds.entries[0].id and calls["n"] == 2 and ds.num_read_errors == 0
 

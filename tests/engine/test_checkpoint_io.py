@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import pickle
 import random
+import zipfile
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tests.engine.tiny_model import build
 
 from anomalyseg.config import Config, config_to_dict
 from anomalyseg.engine import checkpoint as ck
 from anomalyseg.errors import UserError
+from anomalyseg.torchfile import is_torch_file
 
 
 class Evil:
@@ -64,16 +69,69 @@ def test_round_trip_with_weights_only_and_rng(tmp_path):
 
 def test_unreadable_and_foreign_files_are_user_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(UserError, match="cannot read checkpoint"):
+    with pytest.raises(UserError, match=r"junk\.pt is not a PyTorch checkpoint"):
         ck.load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(UserError, match="checkpoint not found"):
         ck.load_checkpoint(tmp_path / "missing.pt")
     torch.save({"model": {}, "x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(UserError, match="cannot read checkpoint"):  # weights_only refuses arbitrary objects
-        ck.load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(UserError, match=r"cannot read checkpoint .*evil\.pt: WeightsUnpickler error"):
+        ck.load_checkpoint(tmp_path / "evil.pt")  # a PyTorch file, but weights_only refuses arbitrary objects
     torch.save({"weights": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(UserError, match="not an anomalyseg checkpoint"):
         ck.load_checkpoint(tmp_path / "plain.pt")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _zip(path, names):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in names:
+            archive.writestr(name, b"x")
+
+
+@pytest.mark.parametrize("name, write, looks_like", [
+    ("empty.pt", lambda p: p.write_bytes(b""), "an empty file"),
+    ("text.pt", lambda p: p.write_text("  hello\n  world " + "x" * 60), "text starting 'hello world xxx"),
+    ("results.json", lambda p: p.write_text('{"format": "anomalyseg.results/1"}'), "text starting '{\"format"),
+    ("photo.pt", lambda p: Image.new("RGB", (4, 4)).save(p, format="PNG"), "a PNG image"),
+    ("arr.pt", lambda p: p.write_bytes(_npy(np.zeros(3))), "a NumPy .npy array"),
+    ("pickled.pt", lambda p: p.write_bytes(pickle.dumps({"model": 1}, protocol=4)), "a Python pickle not written"),
+    ("archive.pt", lambda p: _zip(p, ["weights/params.bin"]), "a ZIP archive without PyTorch data"),
+    ("noise.pt", lambda p: p.write_bytes(b"\x00\x01\xfe\xff" * 64), "binary data of an unknown format"),
+])
+def test_non_pytorch_file_says_what_it_got(tmp_path, name, write, looks_like):
+    """One line: '<path> is not a PyTorch checkpoint (<what the file looks like>; expected ...)'."""
+    path = tmp_path / name
+    write(path)
+    assert not is_torch_file(path)
+    with pytest.raises(UserError) as info:
+        ck.load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} is not a PyTorch checkpoint ({looks_like}"), message
+    assert "\n" not in message and message.endswith("expected a file written by torch.save)")
+
+
+def test_both_torch_save_formats_are_recognised(tmp_path):
+    """The zip format and the legacy one load; a truncated zip checkpoint is 'cannot read', not 'not PyTorch'."""
+    payload = {"model": {"w": torch.arange(3.0)}}
+    torch.save(payload, tmp_path / "zip.pt")
+    torch.save(payload, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("zip.pt", "legacy.pt"):
+        assert is_torch_file(tmp_path / name)
+        assert torch.equal(ck.load_checkpoint(tmp_path / name)["model"]["w"], payload["model"]["w"])
+    data = (tmp_path / "zip.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"cannot read checkpoint .*cut\.pt: "):
+        ck.load_checkpoint(tmp_path / "cut.pt")
+    bad_zip = tmp_path / "badzip.pt"  # a torch-style archive whose pickle is garbage
+    _zip(bad_zip, ["badzip/data.pkl", "badzip/version"])
+    assert is_torch_file(bad_zip)
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        ck.load_checkpoint(bad_zip)
 
 
 def test_class_count_and_architecture_mismatch():

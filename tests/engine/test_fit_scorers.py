@@ -21,7 +21,7 @@ from anomalyseg.engine.checkpoint import load_model_from_checkpoint
 from anomalyseg.engine.evaluate import fit_scorers
 from anomalyseg.errors import UserError
 from anomalyseg.scoring import get_scorer
-from anomalyseg.scoring.base import labels_at
+from anomalyseg.scoring.labels import labels_at
 
 
 @pytest.fixture(scope="module")

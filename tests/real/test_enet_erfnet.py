@@ -78,7 +78,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="predicts 20 classes but the input contract names 19"):
         import_checkpoint(tmp_path / "enet.pth", "enet", "classes=cityscapes")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot read checkpoint"):
+    with pytest.raises(UserError, match=r"junk\.pth is not a PyTorch checkpoint"):
         import_checkpoint(tmp_path / "junk.pth", "enet", "norm=none")
     torch.save({"epoch": 3}, tmp_path / "empty.pth")
     with pytest.raises(UserError, match="holds no state dict"):

@@ -19,7 +19,7 @@ to the same size by nearest neighbour (PIL's NEAREST convention: pixel centres).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,13 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from anomalyseg.data.info import IGNORE_INDEX
-from anomalyseg.data.io import DECODE_ERRORS, SampleError, read_image, read_label_raw
+from anomalyseg.data.io import SampleError, read_sample_image, read_sample_label
+from anomalyseg.data.samples import Transform, make_sample
 from anomalyseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.errors import UserError
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -214,10 +214,7 @@ class AnomalyImageFolder(Dataset):
     def read_target(self, index: int) -> np.ndarray:
         """The 1 / 0 / 255 anomaly target ``(H, W)`` int64 of sample ``index``; other mask values are an error."""
         path = self.entries[index][2]
-        try:
-            raw = read_label_raw(path)
-        except DECODE_ERRORS as exc:
-            raise SampleError(f"cannot read mask {path}: {exc}") from exc
+        raw = read_sample_label(path, "mask")
         if raw.dtype == np.uint8:
             target = self._lut[raw]
         else:  # 16-bit / int masks: values outside 0..255 are unexpected too
@@ -242,20 +239,9 @@ class AnomalyImageFolder(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         sid, image_path, mask_path = self.entries[index]
-        try:
-            image = read_image(image_path)
-        except DECODE_ERRORS as exc:
-            raise SampleError(f"cannot read image {image_path}: {exc}") from exc
-        target = self.read_target(index)
-        if image.shape[:2] != target.shape:
-            raise SampleError(f"image and mask sizes differ: {image_path} is {image.shape[1]}x{image.shape[0]}, "
-                              f"{mask_path} is {target.shape[1]}x{target.shape[0]}")
-        img_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-        lab_t = torch.from_numpy(target)
-        if self.transform is not None:
-            img_t, lab_t = self.transform(img_t, lab_t)
-        return {"image": img_t, "label": lab_t, "id": sid, "image_path": str(image_path),
-                "label_path": str(mask_path), "orig_size": (int(target.shape[0]), int(target.shape[1]))}
+        image = read_sample_image(image_path)
+        return make_sample(image, self.read_target(index), sample_id=sid, image_path=image_path,
+                           label_path=mask_path, transform=self.transform, what="mask")
 
 
 def open_anomaly_sets(root: str | Path, presets: Sequence[str] | None = None,

@@ -17,22 +17,20 @@ Fishyscapes: see :mod:`anomalyseg.data.anomaly_folder`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes as _TVCityscapes
 
 from anomalyseg.data.info import IGNORE_INDEX, DatasetInfo
-from anomalyseg.data.io import DECODE_ERRORS, SampleError, read_image, read_label_raw
+from anomalyseg.data.io import read_sample_image, read_sample_label
+from anomalyseg.data.samples import Transform, make_sample
 from anomalyseg.errors import UserError
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 LabelSource = Literal["auto", "labelIds", "labelTrainIds"]
 
 CITYSCAPES_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -54,8 +52,6 @@ CITYSCAPES = DatasetInfo(
     class_names=CITYSCAPES_CLASSES,
     anomaly_name="none",
     anomaly_id=len(CITYSCAPES_CLASSES),  # no anomaly class: id 19 never occurs in the labels
-    num_classes=len(CITYSCAPES_CLASSES),
-    ignore_index=IGNORE_INDEX,
     palette=(*CITYSCAPES_PALETTE, (255, 255, 255)),
     image_size=(1024, 2048),
     label_offset=0,
@@ -70,8 +66,6 @@ CITYSCAPES = DatasetInfo(
     },
     homepage="https://www.cityscapes-dataset.com",
     url_base="https://www.cityscapes-dataset.com/downloads/",
-    archives={},
-    splits={},
     notes=(
         "2975 train, 500 val, 1525 test images (fine annotations); test labels are not public.",
         "Download needs a login: leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip.",
@@ -145,10 +139,7 @@ class Cityscapes(Dataset):
     def read_label(self, index: int) -> np.ndarray:
         """Train-id map ``(H, W)`` int64 of sample ``index`` (0..18, 255)."""
         _, _, path, is_train = self.entries[index]
-        try:
-            raw = read_label_raw(path)
-        except DECODE_ERRORS as exc:
-            raise SampleError(f"cannot read label {path}: {exc}") from exc
+        raw = read_sample_label(path)
         if is_train:
             raw = raw.astype(np.int64)
             return np.where((raw >= 0) & (raw < len(CITYSCAPES_CLASSES)), raw, IGNORE_INDEX)
@@ -160,17 +151,6 @@ class Cityscapes(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         sid, image_path, label_path, _ = self.entries[index]
-        try:
-            image = read_image(image_path)
-        except DECODE_ERRORS as exc:
-            raise SampleError(f"cannot read image {image_path}: {exc}") from exc
-        label = self.read_label(index)
-        if image.shape[:2] != label.shape:
-            raise SampleError(f"image and label sizes differ: {image_path} is {image.shape[1]}x{image.shape[0]}, "
-                              f"{label_path} is {label.shape[1]}x{label.shape[0]}")
-        img_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-        lab_t = torch.from_numpy(label)
-        if self.transform is not None:
-            img_t, lab_t = self.transform(img_t, lab_t)
-        return {"image": img_t, "label": lab_t, "id": sid, "image_path": str(image_path),
-                "label_path": str(label_path), "orig_size": (int(label.shape[0]), int(label.shape[1]))}
+        image = read_sample_image(image_path)
+        return make_sample(image, self.read_label(index), sample_id=sid, image_path=image_path,
+                           label_path=label_path, transform=self.transform)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from anomalyseg.argtypes import int_at_least, size_wh
 from anomalyseg.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -21,23 +22,6 @@ _EPILOG = """examples:
   anomalyseg data synth --out data/synthetic --train 200 --val 40 --test 40 --size 480x270 --seed 0
   anomalyseg data info
 """
-
-
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 480x270, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def _splits(split: str) -> list[str]:
@@ -119,60 +103,59 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _action(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], help: str,
+            description: str, examples: tuple[str, ...]) -> argparse.ArgumentParser:
+    """One ``anomalyseg data <name>`` subparser: one-line help, description, examples epilog, handler."""
+    epilog = "examples:\n" + "".join(f"  anomalyseg data {name} {e}".rstrip() + "\n" for e in examples)
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``anomalyseg data ...`` to the main parser."""
-    fmt = argparse.RawDescriptionHelpFormatter
     data = subparsers.add_parser("data", help="download, check or synthesise StreetHazards data",
                                  description="StreetHazards data: download, verify, synthesise.",
-                                 epilog=_EPILOG, formatter_class=fmt)
+                                 epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     data.set_defaults(func=lambda _args: (data.print_help(), 2)[1])
     sub = data.add_subparsers(dest="data_command", metavar="ACTION", title="actions")
+    count = int_at_least(0)
 
-    p = sub.add_parser(
-        "download", help="fetch, verify (MD5) and safely extract the official tarballs", formatter_class=fmt,
-        description="Download the official StreetHazards tarballs into --root, resuming partial downloads, "
-                    "verifying the published MD5 sums and extracting safely. Work already done is skipped.",
-        epilog="examples:\n  anomalyseg data download --root ~/data/streethazards\n"
-               "  anomalyseg data download --root ~/data/sh --split test --url-base https://mirror.example/sh\n")
+    p = _action(sub, "download", _download, "fetch, verify (MD5) and safely extract the official tarballs",
+                "Download the official StreetHazards tarballs into --root, resuming partial downloads, "
+                "verifying the published MD5 sums and extracting safely. Work already done is skipped.",
+                ("--root ~/data/streethazards", "--root ~/data/sh --split test --url-base https://mirror.example/sh"))
     p.add_argument("--root", required=True, help="folder to download and extract into")
     p.add_argument("--split", choices=_SPLIT_CHOICES, default="all",
                    help="train/val need streethazards_train.tar, test streethazards_test.tar (default: all)")
     p.add_argument("--url-base", default=None, help="mirror holding the same file names (default: the authors')")
     p.add_argument("--remove-archive", action="store_true", help="delete each tarball after extraction")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_download)
 
-    p = sub.add_parser(
-        "check", help="decode every image and label; name every bad file", formatter_class=fmt,
-        description="Decode every image and label of the chosen splits in parallel, check sizes and label "
-                    "values, print counts and per-class pixel shares, name every bad file. Exit code 1 if any.",
-        epilog="examples:\n  anomalyseg data check --root ~/data/streethazards\n"
-               "  anomalyseg data check --root data/synthetic --split val --workers 2\n")
+    p = _action(sub, "check", _check, "decode every image and label; name every bad file",
+                "Decode every image and label of the chosen splits in parallel, check sizes and label "
+                "values, print counts and per-class pixel shares, name every bad file. Exit code 1 if any.",
+                ("--root ~/data/streethazards", "--root data/synthetic --split val --workers 2"))
     p.add_argument("--root", required=True, help="dataset root (where the tarballs were extracted)")
     p.add_argument("--split", choices=_SPLIT_CHOICES, default="all", help="split to check (default: all present)")
-    p.add_argument("--workers", type=_count, default=os.cpu_count() or 1,
-                   help="decoding processes (default: all cores)")
-    p.add_argument("--max-listed", type=_count, default=200, help="bad files listed per split (default: 200)")
+    p.add_argument("--workers", type=count, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
+    p.add_argument("--max-listed", type=count, default=200, help="bad files listed per split (default: 200)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_check)
 
-    p = sub.add_parser(
-        "synth", help="write synthetic StreetHazards-format data", formatter_class=fmt,
-        description="Write procedurally drawn road scenes in the official StreetHazards layout (.odgt lists, "
-                    "label PNGs 1..14). Anomalies (14) appear in the test split only. Deterministic by seed.",
-        epilog="examples:\n  anomalyseg data synth --out data/synthetic --train 200 --val 40 --test 40\n"
-               "  anomalyseg data synth --out /tmp/sh --train 8 --val 2 --test 2 --size 256x144 --seed 3\n")
+    p = _action(sub, "synth", _synth, "write synthetic StreetHazards-format data",
+                "Write procedurally drawn road scenes in the official StreetHazards layout (.odgt lists, "
+                "label PNGs 1..14). Anomalies (14) appear in the test split only. Deterministic by seed.",
+                ("--out data/synthetic --train 200 --val 40 --test 40",
+                 "--out /tmp/sh --train 8 --val 2 --test 2 --size 256x144 --seed 3"))
     p.add_argument("--out", required=True, help="output folder (must be empty or absent unless --force)")
-    p.add_argument("--train", type=_count, default=200, help="training images (default: 200)")
-    p.add_argument("--val", type=_count, default=40, help="validation images (default: 40)")
-    p.add_argument("--test", type=_count, default=40, help="test images, with anomalies (default: 40)")
-    p.add_argument("--size", type=_size, default=(480, 270), help="WIDTHxHEIGHT (default: 480x270)")
+    for split, default, what in (("train", 200, "training images"), ("val", 40, "validation images"),
+                                 ("test", 40, "test images, with anomalies")):
+        p.add_argument(f"--{split}", type=count, default=default, help=f"{what} (default: {default})")
+    p.add_argument("--size", type=size_wh, default=(480, 270), help="WIDTHxHEIGHT (default: 480x270)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--workers", type=_count, default=1, help="drawing processes (default: 1)")
+    p.add_argument("--workers", type=count, default=1, help="drawing processes (default: 1)")
     p.add_argument("--force", action="store_true", help="replace the data in a non-empty --out")
-    p.set_defaults(func=_synth)
 
-    p = sub.add_parser("info", help="print classes, palette, splits, download URLs and MD5s",
-                       formatter_class=fmt, description="Print the StreetHazards metadata.",
-                       epilog="examples:\n  anomalyseg data info\n")
-    p.set_defaults(func=_info)
+    _action(sub, "info", _info, "print classes, palette, splits, download URLs and MD5s",
+            "Print the StreetHazards metadata.", ("",))

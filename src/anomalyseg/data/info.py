@@ -40,16 +40,18 @@ class SplitLayout:
     expected_size: int  # number of samples in the full official split
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetInfo:
-    """Everything a user (or a report) needs to know about the dataset, read-only."""
+    """Everything a user (or a report) needs to know about the dataset, read-only.
+
+    ``num_classes`` follows from ``class_names``; datasets without downloads or a fixed layout (Cityscapes)
+    leave ``archives`` / ``splits`` empty.
+    """
 
     name: str
     class_names: tuple[str, ...]  # known classes, index = class id
     anomaly_name: str
     anomaly_id: int
-    num_classes: int  # known classes, "unlabeled" included
-    ignore_index: int
     palette: tuple[tuple[int, int, int], ...]  # one RGB colour per id 0..anomaly_id
     image_size: tuple[int, int]  # (H, W) of every official frame
     label_offset: int  # file value - label_offset = class id
@@ -57,9 +59,14 @@ class DatasetInfo:
     paper: Mapping[str, str]
     homepage: str
     url_base: str
-    archives: Mapping[str, Archive]
-    splits: Mapping[str, SplitLayout]
-    notes: tuple[str, ...] = field(default=())
+    archives: Mapping[str, Archive] = field(default_factory=dict)
+    splits: Mapping[str, SplitLayout] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    ignore_index: int = IGNORE_INDEX
+    num_classes: int = field(init=False)  # known classes, "unlabeled" included
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_classes", len(self.class_names))
 
     @property
     def all_names(self) -> tuple[str, ...]:
@@ -80,8 +87,6 @@ STREETHAZARDS = DatasetInfo(
     ),
     anomaly_name="anomaly",
     anomaly_id=13,
-    num_classes=13,
-    ignore_index=IGNORE_INDEX,
     # Official colours (hendrycks/anomaly-seg create_dataset.py; Cityscapes-like), index = class id.
     palette=(
         (0, 0, 0), (70, 70, 70), (190, 153, 153), (250, 170, 160), (220, 20, 60), (153, 153, 153),

@@ -66,6 +66,31 @@ def read_label_raw(path: str | Path) -> np.ndarray:
     return arr
 
 
+def read_sample_image(path: str | Path) -> np.ndarray:
+    """:func:`read_image` for a dataset sample: a decode failure is a :class:`SampleError` naming the file
+    (the decode error kept as its ``__cause__``, which the StreetHazards loader retries)."""
+    try:
+        return read_image(path)
+    except DECODE_ERRORS as exc:
+        raise SampleError(f"cannot read image {path}: {exc}") from exc
+
+
+def read_sample_label(path: str | Path, what: str = "label") -> np.ndarray:
+    """:func:`read_label_raw` for a dataset sample (``what``: "label" or "mask" in the message)."""
+    try:
+        return read_label_raw(path)
+    except DECODE_ERRORS as exc:
+        raise SampleError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def check_same_size(image: np.ndarray, label: np.ndarray, image_path: str | Path, label_path: str | Path,
+                    what: str = "label") -> None:
+    """SampleError unless the ``(H, W, 3)`` image and the ``(H, W)`` label/mask have the same size."""
+    if image.shape[:2] != label.shape:
+        raise SampleError(f"image and {what} sizes differ: {image_path} is {image.shape[1]}x{image.shape[0]}, "
+                          f"{label_path} is {label.shape[1]}x{label.shape[0]}")
+
+
 _LUT = np.full(256, IGNORE_INDEX, dtype=np.int64)
 _LUT[1: 1 + _NUM_VALUES] = np.arange(_NUM_VALUES)
 

@@ -1,18 +1,39 @@
-"""Batching dict samples, and the 1 / 0 / ignore anomaly map the metrics read."""
+"""The sample dict every dataset returns, batching such samples, and the 1 / 0 / ignore anomaly map the
+metrics read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from anomalyseg.data.info import IGNORE_INDEX, STREETHAZARDS
+from anomalyseg.data.io import check_same_size
 
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
+#: Joint ``(image uint8 (3,H,W), label int64 (H,W)) -> (image, label)`` callable of the datasets.
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 _STACKED = ("image", "label")
+
+
+def make_sample(image: np.ndarray, label: np.ndarray, *, sample_id: str, image_path: str | Path,
+                label_path: str | Path, transform: Transform | None = None, what: str = "label") -> dict[str, Any]:
+    """The sample every dataset returns: ``{"image", "label", "id", "image_path", "label_path", "orig_size"}``.
+
+    ``image`` ``(H, W, 3)`` uint8 and ``label`` ``(H, W)`` int64 (class ids or an anomaly target) must have
+    the same size (a SampleError otherwise); ``transform`` maps the ``(3, H, W)`` uint8 / ``(H, W)`` tensors.
+    """
+    check_same_size(image, label, image_path, label_path, what)
+    img_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+    lab_t = torch.from_numpy(label)
+    if transform is not None:
+        img_t, lab_t = transform(img_t, lab_t)
+    return {"image": img_t, "label": lab_t, "id": sample_id, "image_path": str(image_path),
+            "label_path": str(label_path), "orig_size": (int(label.shape[0]), int(label.shape[1]))}
 
 
 def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

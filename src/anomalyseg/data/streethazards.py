@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from anomalyseg.data.info import IGNORE_INDEX, STREETHAZARDS, DatasetInfo
@@ -23,16 +21,17 @@ from anomalyseg.data.io import (
     DECODE_ERRORS,
     SampleError,
     SharedCounter,
+    check_same_size,
     label_from_raw,
-    read_image,
-    read_label_raw,
+    read_sample_image,
+    read_sample_label,
 )
 from anomalyseg.data.layout import Entry, list_samples
+from anomalyseg.data.samples import Transform, make_sample
 from anomalyseg.errors import UserError
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 OnError = Literal["raise", "skip"]
 
 #: How many different samples ``on_error="skip"`` tries before giving up (a dead disk must not loop).
@@ -110,19 +109,8 @@ class StreetHazards(Dataset):
     def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode sample ``index`` once: ``(image (H,W,3) uint8, raw label values (H,W))``; no retry."""
         entry = self.entries[index]
-        try:
-            image = read_image(entry.image)
-        except DECODE_ERRORS as exc:
-            raise SampleError(f"cannot read image {entry.image}: {exc}") from exc
-        try:
-            raw = read_label_raw(entry.label)
-        except DECODE_ERRORS as exc:
-            raise SampleError(f"cannot read label {entry.label}: {exc}") from exc
-        if image.shape[:2] != raw.shape:
-            raise SampleError(
-                f"image and label sizes differ: {entry.image} is {image.shape[1]}x{image.shape[0]}, "
-                f"{entry.label} is {raw.shape[1]}x{raw.shape[0]}"
-            )
+        image, raw = read_sample_image(entry.image), read_sample_label(entry.label)
+        check_same_size(image, raw, entry.image, entry.label)
         return image, raw
 
     def _read_with_retries(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,18 +133,8 @@ class StreetHazards(Dataset):
         if n_bad:
             self._ignored_pixels.add(n_bad)
             log.debug("%d label pixels outside 1..14 set to %d in %s", n_bad, self.ignore_index, entry.label)
-        img_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-        lab_t = torch.from_numpy(ids)
-        if self.transform is not None:
-            img_t, lab_t = self.transform(img_t, lab_t)
-        return {
-            "image": img_t,
-            "label": lab_t,
-            "id": entry.id,
-            "image_path": str(entry.image),
-            "label_path": str(entry.label),
-            "orig_size": (int(raw.shape[0]), int(raw.shape[1])),
-        }
+        return make_sample(image, ids, sample_id=entry.id, image_path=entry.image, label_path=entry.label,
+                           transform=self.transform)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from anomalyseg.errors import UserError
+from anomalyseg.torchfile import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +62,24 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a missing or foreign file is a one-line UserError."""
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file for a file or a run folder (``checkpoints/best.pt``, ``checkpoints/last.pt``,
+    ``best.pt``, first found); a missing one is a UserError."""
     path = Path(path)
     if path.is_dir():
         for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt", path / "best.pt"):
             if candidate.is_file():
-                path = candidate
-                break
+                return candidate
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # pickle / zip errors of many kinds: one message for the user
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [exc.__class__.__name__]
-        why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), lines[0])[:200]
-        raise UserError(f"cannot read checkpoint {path}: {why}") from None
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (file or run folder, see :func:`resolve_checkpoint`) with ``weights_only=True``;
+    a missing or foreign file is a one-line UserError."""
+    path = resolve_checkpoint(path)
+    ckpt = load_torch_file(path, "checkpoint", map_location=map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise UserError(f"{path} is not an anomalyseg checkpoint (no 'model' entry)")
     if ckpt.get("format", FORMAT) != FORMAT:

@@ -1,8 +1,8 @@
 """``anomalyseg evaluate`` and ``anomalyseg fit-scorers`` (single process, or sharded under ``torchrun``).
 
-Fitted scorer states live beside the checkpoint in ``<checkpoint stem>.scorers.pt`` (plain tensors and
-dicts, ``torch.load(weights_only=True)``), one entry per scorer name with where it was fitted, tied to the
-checkpoint by its sha256; ``evaluate`` loads them automatically.
+Fitted scorer states live beside the checkpoint in ``<checkpoint stem>.scorers.pt``, one entry per scorer
+name with where it was fitted, tied to the checkpoint by its sha256 (see :mod:`anomalyseg.engine.scorer_states`);
+``evaluate`` loads them automatically.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -19,13 +18,16 @@ from typing import Any
 import torch
 
 from anomalyseg import __version__
+from anomalyseg.argtypes import int_at_least, size_wh
 from anomalyseg.engine import eval_sets
-from anomalyseg.errors import NotFittedError, UserError
-from anomalyseg.models.checkpoints import file_sha256
+from anomalyseg.engine.checkpoint import resolve_checkpoint as resolve_checkpoint  # re-exported (eval_sets, viz)
+from anomalyseg.engine.scorer_states import default_states_path as default_states_path  # re-exported (viz)
+from anomalyseg.engine.scorer_states import entries_to_keep, write_states
+from anomalyseg.engine.scorer_states import load_fitted as load_fitted  # re-exported (viz)
+from anomalyseg.errors import UserError
+from anomalyseg.models.checkpoints import file_sha256 as file_sha256  # re-exported (eval_sets, viz)
 
 log = logging.getLogger(__name__)
-
-STATES_FORMAT = "anomalyseg.scorers/1"
 
 EVAL_EPILOG = """\
 examples:
@@ -65,36 +67,19 @@ are only replaced with --force (other scorers' entries are kept).
 # ---------------------------------------------------------------------------------------------------
 # Arguments
 # ---------------------------------------------------------------------------------------------------
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or min(int(match.group(1)), int(match.group(2))) < 1:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x720, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
 def _common(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file or run folder")
     p.add_argument("--data-root", required=True, metavar="DIR", help="StreetHazards root")
     p.add_argument("--split", default=split, help=f"dataset split (default: {split})")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=_size, metavar="WxH", help="resize the model input to fit WxH (aspect kept)")
+    size.add_argument("--size", type=size_wh, metavar="WxH", help="resize the model input to fit WxH (aspect kept)")
     size.add_argument("--native", action="store_true", help="model input at native resolution (default)")
     p.add_argument("--tta", metavar="SPEC", help="test-time augmentation, e.g. scales=0.5,0.75,1.0,1.25,1.5,flip")
     p.add_argument("--states", metavar="PATH", help="fitted scorer states (default: <checkpoint stem>.scorers.pt)")
-    p.add_argument("--batch-size", type=_positive, default=1, help="images per batch (default: 1)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=1, help="images per batch (default: 1)")
     p.add_argument("--workers", type=int, default=2, help="data loader workers (default: 2)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--limit", type=_positive, metavar="N", help="first N images only (smoke runs)")
+    p.add_argument("--limit", type=int_at_least(1), metavar="N", help="first N images only (smoke runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
@@ -133,69 +118,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------------
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint file for a file or a run folder (same rule as ``engine.checkpoint.load_checkpoint``)."""
-    path = Path(path)
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt", path / "best.pt"):
-            if candidate.is_file():
-                return candidate
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    return path
-
-
-
-
-def default_states_path(checkpoint: str | Path) -> Path:
-    """``CKPT_DIR/<ckpt stem>.scorers.pt``."""
-    ckpt = Path(checkpoint)
-    return ckpt.with_name(f"{ckpt.stem}.scorers.pt")
-
-
-def read_states(path: Path) -> dict[str, Any] | None:
-    """The states file at ``path`` (``weights_only`` load), or None when absent."""
-    if not path.is_file():
-        return None
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors of many kinds: one line
-        raise UserError(f"cannot read fitted scorer states {path}: {str(exc).splitlines()[0][:200]}") from None
-    if not isinstance(data, dict) or data.get("format") != STATES_FORMAT:
-        raise UserError(f"{path} is not an anomalyseg scorer-states file (format {STATES_FORMAT!r})")
-    return data
-
-
-def load_fitted(scorers: list[Any], path: Path, checkpoint_sha256: str) -> dict[str, dict[str, Any]]:
-    """Load fitted states into every scorer that needs one: the entry of the same name, else one of the same
-    kind and fit settings (``sml`` serves ``sml_full``). Returns ``{scorer: provenance of the entry used}``;
-    raises :class:`NotFittedError` naming the command to run."""
-    needed = [s for s in scorers if s.requires_fit]
-    if not needed:
-        return {}
-    data = read_states(path)
-    if data is not None and data.get("checkpoint_sha256") != checkpoint_sha256:
-        raise UserError(f"fitted scorer states {path} belong to another version of the checkpoint (sha256 "
-                        "differs): run `anomalyseg fit-scorers ... --force` again")
-    entries = (data or {}).get("scorers", {})
-    used: dict[str, dict[str, Any]] = {}
-    for scorer in needed:
-        candidates = [scorer.name] if scorer.name in entries else []
-        candidates += [n for n, e in entries.items() if n != scorer.name and e["state"].get("kind") == scorer.kind
-                       and e["state"].get("fit_config") == scorer.fit_config()]
-        if candidates:
-            entry = entries[candidates[0]]
-            scorer.load_state_dict(entry["state"])
-            used[scorer.name] = {"entry": candidates[0], **{k: v for k, v in entry.items() if k != "state"}}
-    missing = [s.name for s in needed if s.name not in used]
-    if missing:
-        where = f"{path} has no entry for them" if data is not None else f"{path} does not exist"
-        raise NotFittedError(
-            f"scorer(s) {', '.join(missing)} need fitting ({where}): run `anomalyseg fit-scorers --checkpoint CKPT "
-            f"--data-root DIR --scorers {','.join(missing)}` first")
-    return used
-
-
 def versions() -> dict[str, str]:
     import numpy as np
 
@@ -359,7 +281,6 @@ def _summary(record: dict[str, Any]) -> None:
 
 
 def handle_fit(args: argparse.Namespace) -> int:
-    from anomalyseg.engine.checkpoint import save_checkpoint
     from anomalyseg.engine.distributed import barrier, cleanup, init_distributed
     from anomalyseg.engine.evaluate import fit_scorers
     from anomalyseg.engine.guards import assert_no_anomaly, check_split_allowed
@@ -386,17 +307,8 @@ def handle_fit(args: argparse.Namespace) -> int:
                 scorers.append(s)
     ckpt_path = resolve_checkpoint(args.checkpoint)
     states_path = Path(args.states) if args.states else default_states_path(ckpt_path)
-    existing = read_states(states_path)
     sha = file_sha256(ckpt_path)
-    kept: dict[str, Any] = {}
-    if existing is not None:
-        clash = [s.name for s in scorers if s.name in existing.get("scorers", {})]
-        stale = existing.get("checkpoint_sha256") != sha
-        if (clash or stale) and not args.force:
-            why = (f"already holds fitted states for {', '.join(clash)}" if clash
-                   else "was fitted for another version of the checkpoint")
-            raise UserError(f"{states_path} {why}; pass --force to replace them")
-        kept = {} if stale else {k: v for k, v in existing["scorers"].items() if k not in {s.name for s in scorers}}
+    kept = entries_to_keep(states_path, [s.name for s in scorers], sha, args.force)
     ctx = init_distributed(args.device)
     try:
         dataset, info, model, _ = _setup(args, args.split, ctx)
@@ -410,8 +322,7 @@ def handle_fit(args: argparse.Namespace) -> int:
                           "num_images": len(dataset), "input": _input_record(args), "anomalyseg": __version__,
                           "fitted": time.strftime("%Y-%m-%dT%H:%M:%S")}
             entries = {**kept, **{s.name: {"state": s.state_dict(), **provenance} for s in scorers}}
-            save_checkpoint(states_path, {"format": STATES_FORMAT, "checkpoint": str(ckpt_path.resolve()),
-                                          "checkpoint_sha256": sha, "scorers": entries})
+            write_states(states_path, ckpt_path, sha, entries)
             print(f"wrote {states_path} ({', '.join(s.name for s in scorers)})")
         barrier(ctx)
     finally:

@@ -30,6 +30,7 @@ import torch
 
 from anomalyseg.errors import UserError
 from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD
+from anomalyseg.torchfile import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -283,11 +284,7 @@ def read_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors of many kinds: one line
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-        raise UserError(f"cannot read checkpoint {path}: {lines[0][:200]}") from None
+    obj = load_torch_file(path, "checkpoint")
     for _ in range(3):
         if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return strip_wrapper_prefixes(obj)

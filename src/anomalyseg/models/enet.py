@@ -15,12 +15,13 @@ default) and ``decoder`` (16, 2: the input of the final transposed convolution).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel, check_options
+from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD
+from anomalyseg.models.ported import PortedModel
 
 
 def _act(prelu: bool) -> nn.Module:
@@ -125,20 +126,17 @@ _STAGE3 = [("regular3_0", 1, False), ("dilated3_1", 2, False), ("asymmetric3_2",
            ("regular3_4", 1, False), ("dilated3_5", 8, False), ("asymmetric3_6", 1, True), ("dilated3_7", 16, False)]
 
 
-class ENet(SegmentationModel):
+class ENet(PortedModel):
     """ENet with PyTorch-ENet's module names; ``input_mean`` / ``input_std`` are what the weights expect
     (``(0, 0, 0)`` / ``(1, 1, 1)`` = RGB in [0, 1]): callers still feed ImageNet-normalised images and the
     model converts them, like every other model of the project."""
 
-    def __init__(self, name: str, num_classes: int, aux: bool, features: tuple[str, ...] | None,
+    FEATURES: ClassVar[dict[str, tuple[int, int]]] = {
+        "stage1": (4, 64), "stage2": (8, 128), "encoder": (8, 128), "decoder": (2, 16)}
+
+    def __init__(self, name: str, num_classes: int, aux: bool, features: Sequence[str] | None,
                  input_mean: Sequence[float] = IMAGENET_MEAN, input_std: Sequence[float] = IMAGENET_STD) -> None:
-        super().__init__(
-            name=name, num_classes=num_classes,
-            feature_strides={"stage1": 4, "stage2": 8, "encoder": 8, "decoder": 2},
-            feature_channels={"stage1": 64, "stage2": 128, "encoder": 128, "decoder": 16},
-            default_feature="encoder", features=features, size_divisor=8, aux=aux,
-            backbone_mean=tuple(float(v) for v in input_mean), backbone_std=tuple(float(v) for v in input_std),
-        )
+        super().__init__(name, num_classes, aux, features, input_mean, input_std)
         self.initial_block = InitialBlock(16, prelu=True)
         self.downsample1_0 = DownsamplingBottleneck(16, 64, dropout=0.01)
         for i in range(1, 5):
@@ -179,13 +177,5 @@ class ENet(SegmentationModel):
         return logits, None, {k: feats[k] for k in want}
 
 
-def build_enet(name: str, num_classes: int, pretrained: bool, aux: bool | None, **options: Any) -> ENet:
-    """Factory for ``enet``; options ``features``, ``input_mean``, ``input_std`` (the weights' normalisation)."""
-    from anomalyseg.errors import UserError
-
-    check_options(name, options, ("features", "input_mean", "input_std"))
-    if pretrained:
-        raise UserError(f"{name} has no ImageNet weights to download: train it from scratch (pretrained: false) "
-                        "or import a trained checkpoint with anomalyseg.models.checkpoints.import_checkpoint")
-    return ENet(name, num_classes, bool(aux), options.get("features"),
-                options.get("input_mean", IMAGENET_MEAN), options.get("input_std", IMAGENET_STD))
+#: The registry's factory (``models.registry``: ``enet``).
+build_enet = ENet.build

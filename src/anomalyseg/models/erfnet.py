@@ -17,13 +17,14 @@ of the final transposed convolution).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel, check_options
+from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD
+from anomalyseg.models.ported import PortedModel
 
 _EPS = 1e-3
 
@@ -105,21 +106,16 @@ class Decoder(nn.Module):
         self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, padding=0, output_padding=0, bias=True)
 
 
-class ERFNet(SegmentationModel):
+class ERFNet(PortedModel):
     """ERFNet with the authors' module names. ``input_mean`` / ``input_std``: what the weights expect (the
     authors train on RGB in [0, 1]: mean 0, std 1); callers feed ImageNet-normalised images as always."""
 
     builtin_aux = True
+    FEATURES: ClassVar[dict[str, tuple[int, int]]] = {"stage1": (4, 64), "encoder": (8, 128), "decoder": (2, 16)}
 
-    def __init__(self, name: str, num_classes: int, aux: bool, features: tuple[str, ...] | None,
+    def __init__(self, name: str, num_classes: int, aux: bool, features: Sequence[str] | None,
                  input_mean: Sequence[float] = IMAGENET_MEAN, input_std: Sequence[float] = IMAGENET_STD) -> None:
-        super().__init__(
-            name=name, num_classes=num_classes,
-            feature_strides={"stage1": 4, "encoder": 8, "decoder": 2},
-            feature_channels={"stage1": 64, "encoder": 128, "decoder": 16},
-            default_feature="encoder", features=features, size_divisor=8, aux=aux,
-            backbone_mean=tuple(float(v) for v in input_mean), backbone_std=tuple(float(v) for v in input_std),
-        )
+        super().__init__(name, num_classes, aux, features, input_mean, input_std)
         self.encoder = Encoder(num_classes)
         self.decoder = Decoder(num_classes)
         self._encoder_aux = bool(aux)
@@ -145,13 +141,5 @@ class ERFNet(SegmentationModel):
         return self.decoder.output_conv(x), aux, {k: feats[k] for k in want}
 
 
-def build_erfnet(name: str, num_classes: int, pretrained: bool, aux: bool | None, **options: Any) -> ERFNet:
-    """Factory for ``erfnet``; options ``features``, ``input_mean``, ``input_std`` (the weights' normalisation)."""
-    from anomalyseg.errors import UserError
-
-    check_options(name, options, ("features", "input_mean", "input_std"))
-    if pretrained:
-        raise UserError(f"{name} has no ImageNet weights to download: train it from scratch (pretrained: false) "
-                        "or import a trained checkpoint with anomalyseg.models.checkpoints.import_checkpoint")
-    return ERFNet(name, num_classes, bool(aux), options.get("features"),
-                  options.get("input_mean", IMAGENET_MEAN), options.get("input_std", IMAGENET_STD))
+#: The registry's factory (``models.registry``: ``erfnet``).
+build_erfnet = ERFNet.build

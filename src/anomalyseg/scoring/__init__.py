@@ -14,6 +14,7 @@ in-distribution data: ``scorer.fit([(output, label), ...])``, or ``fit_update`` 
 """
 
 from anomalyseg.scoring.base import FIT_COMMAND, Scorer
+from anomalyseg.scoring.features import FeatureScorer
 from anomalyseg.scoring.gen import GEN
 from anomalyseg.scoring.heat import HEAT
 from anomalyseg.scoring.mahalanobis import Mahalanobis
@@ -40,6 +41,7 @@ __all__ = [
     "SML",
     "Energy",
     "Entropy",
+    "FeatureScorer",
     "Mahalanobis",
     "MaxLogit",
     "RbA",

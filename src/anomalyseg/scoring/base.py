@@ -4,7 +4,8 @@ One small base class in the spirit of pytorch-ood's detectors, without their boi
 holds the model (it reads a :class:`~anomalyseg.models.outputs.SegOutput`), post-hoc scorers inherit a
 no-op fit, and scorers that fit keep only running sums (float64) so that fitting streams over any number
 of batches, merges across shards (:meth:`Scorer.merge_fit`) and across ``torch.distributed`` ranks
-(:meth:`Scorer.sync_fit`) by plain addition.
+(:meth:`Scorer.sync_fit`) by plain addition. Feature-map scorers build on
+:class:`~anomalyseg.scoring.features.FeatureScorer`; the fitting-label guard is in :mod:`anomalyseg.scoring.labels`.
 
 Fitting protocol (``requires_fit`` scorers), repeated ``fit_passes`` times (2 only for HEAT's feature term):
 ``fit_update(output, label)`` for every in-distribution batch -> ``sync_fit()`` on every rank (no-op
@@ -21,16 +22,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from anomalyseg.errors import NotFittedError, UserError
+from anomalyseg.scoring.labels import IGNORE_INDEX as IGNORE_INDEX  # re-exported: scorers import it from here
+from anomalyseg.scoring.labels import check_fit_label
+from anomalyseg.scoring.labels import labels_at as labels_at  # re-exported for existing importers
 
 if TYPE_CHECKING:
     from anomalyseg.models.outputs import SegOutput
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 FIT_COMMAND = "anomalyseg fit-scorers --checkpoint CKPT --data-root DIR"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -306,63 +308,6 @@ def select_channels(logits: torch.Tensor, known: int | list[int] | None, scorer:
     return logits[:, known]
 
 
-def check_fit_label(label: torch.Tensor, logits: torch.Tensor, scorer: str) -> int:
-    """Validate a fitting label against the logits; return the number of classes C.
-
-    Leakage guard: an id ``>= C`` that is not 255 (e.g. StreetHazards' anomaly id 13) means the labels come
-    from a split with anomalies, which must never reach a scorer's fit.
-    """
-    if label.dim() != 3 or tuple(label.shape) != (logits.shape[0], *logits.shape[2:]):
-        raise ValueError(
-            f"scorer '{scorer}': label must be (B, H, W) = {(logits.shape[0], *logits.shape[2:])} at logits "
-            f"resolution, got {tuple(label.shape)}"
-        )
-    if label.is_floating_point():
-        raise ValueError(f"scorer '{scorer}': label must hold integer class ids, got {label.dtype}")
-    num_classes = int(logits.shape[1])
-    bad = ((label < 0) | (label >= num_classes)) & (label != IGNORE_INDEX)
-    if bool(bad.any()):
-        ids = sorted(set(label[bad].unique().tolist()))
-        raise UserError(
-            f"scorer '{scorer}': fitting labels hold ids {ids} outside the {num_classes} known classes "
-            f"and not {IGNORE_INDEX}: scorers fit on in-distribution data only (the validation split), "
-            "never on anomaly labels (test split)"
-        )
-    return num_classes
-
-
-def pick_feature(output: SegOutput, feature: str | None, scorer: str) -> tuple[str, torch.Tensor]:
-    """The named feature map ``(B, D, h, w)`` of ``output`` (default: the first one)."""
-    if not output.features:
-        raise UserError(f"scorer '{scorer}' needs intermediate features: run the model with return_features=True")
-    key = next(iter(output.features)) if feature is None else feature
-    if key not in output.features:
-        raise UserError(f"scorer '{scorer}': feature {key!r} not in the model output (has {sorted(output.features)})")
-    value = output.features[key]
-    if value.dim() != 4 or value.shape[0] != output.logits.shape[0]:
-        raise ValueError(f"scorer '{scorer}': feature {key!r} must be (B, D, h, w), got {tuple(value.shape)}")
-    return key, value
-
-
-def labels_at(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Labels resampled (nearest) to ``size`` = (h, w), e.g. a feature map's resolution."""
-    if tuple(label.shape[-2:]) == tuple(size):
-        return label
-    return F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
-
-
-def flat_pixels(feature: torch.Tensor) -> torch.Tensor:
-    """``(B, D, h, w)`` -> ``(B*h*w, D)`` rows in (b, y, x) order."""
-    return feature.permute(0, 2, 3, 1).reshape(-1, feature.shape[1])
-
-
-def upsample(score: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, h, w)`` map resized bilinearly to ``size``."""
-    if tuple(score.shape[-2:]) == tuple(size):
-        return score
-    return F.interpolate(score[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-
-
 def require(condition: bool, message: str) -> None:
     """Raise :class:`UserError` with ``message`` unless ``condition`` (checks of user settings)."""
     if not condition:
@@ -402,25 +347,3 @@ def mean_std(
     dof = (count - 1 if unbiased else count).clamp_min(1)
     var = ((total_sq - total * mean) / dof).clamp_min(0)
     return mean, var.sqrt()
-
-
-class FeatureScorer(Scorer):
-    """A scorer that reads one intermediate feature map and remembers which one it fitted on."""
-
-    feature_used: str | None = None
-
-    def _feature(self, output: SegOutput) -> torch.Tensor:
-        """The requested feature (or the one fitted on, or the output's default), its name recorded on first use."""
-        key, feat = pick_feature(output, self.params["feature"] or self.feature_used, self.name)
-        if self.feature_used is None:
-            self.feature_used = key
-        return feat
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {"feature_used": self.feature_used}
-
-    def _load_extra(self, extra: dict[str, Any]) -> None:
-        self.feature_used = extra.get("feature_used")
-
-    def _merge_extra(self, other: Scorer) -> None:
-        self.feature_used = self.feature_used or getattr(other, "feature_used", None)

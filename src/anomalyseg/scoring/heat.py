@@ -35,15 +35,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from anomalyseg.scoring.base import (
-    IGNORE_INDEX,
-    FeatureScorer,
-    flat_pixels,
-    labels_at,
-    mean_std,
-    require,
-    upsample,
-)
+from anomalyseg.scoring.base import mean_std, require
+from anomalyseg.scoring.features import FeatureScorer, flat_pixels, upsample
+from anomalyseg.scoring.labels import IGNORE_INDEX, labels_at
 from anomalyseg.scoring.posthoc import energy
 from anomalyseg.scoring.spatial import box_smooth
 

@@ -21,14 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from anomalyseg.scoring.base import (
-    IGNORE_INDEX,
-    FeatureScorer,
-    flat_pixels,
-    labels_at,
-    require,
-    upsample,
-)
+from anomalyseg.scoring.base import require
+from anomalyseg.scoring.features import FeatureScorer, flat_pixels, upsample
+from anomalyseg.scoring.labels import IGNORE_INDEX, labels_at
 
 if TYPE_CHECKING:
     from anomalyseg.models.outputs import SegOutput

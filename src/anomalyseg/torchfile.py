@@ -1,0 +1,101 @@
+"""``torch.load(weights_only=True)`` for files a user names, with one readable line when it fails.
+
+torch reports a file that is not a PyTorch file at all with whatever its unpickler tripped over ("pop from
+empty list", "invalid load key"), which says nothing to a user who passed a results JSON or an image by
+mistake. :func:`load_torch_file` tells the two failures apart: a file in neither of torch.save's formats
+("<path> is not a PyTorch checkpoint (<what it looks like>; ...)") and a PyTorch file that cannot be read
+(truncated, or holding Python objects that ``weights_only`` refuses to run).
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from anomalyseg.errors import UserError
+
+#: First bytes of torch.save's legacy (non-zip) format: pickle protocol 2 of torch's magic number.
+_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+
+#: A few formats users hand over by mistake (own table: a sniffing library would be a new dependency).
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x80", "a Python pickle not written by torch.save"),
+)
+
+
+def is_torch_file(path: str | Path) -> bool:
+    """Whether ``path`` is in one of torch.save's formats (zip archive with ``data.pkl``, or legacy), also
+    when it is truncated (torch.save writes ``<name>/data.pkl`` first; its name is in the first zip header)."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith(_LEGACY_MAGIC):
+        return True
+    if head.startswith(b"PK\x03\x04") and len(head) >= 30:
+        name_len = int.from_bytes(head[26:28], "little")
+        if head[30: 30 + name_len].endswith(b"data.pkl"):
+            return True
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def describe_file(path: str | Path) -> str:
+    """A few words on what ``path`` looks like: 'an empty file', 'a PNG image', "text starting 'abc'"."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if not head:
+        return "an empty file"
+    if zipfile.is_zipfile(path):
+        return "a ZIP archive without PyTorch data"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "a tar archive"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 30:
+        return "a safetensors file (load it with safetensors.torch.load_file)"
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic):
+            return what
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of an unknown format"
+    first = " ".join(text.split())[:40]
+    return f"text starting {first!r}"
+
+
+def load_torch_file(path: str | Path, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; any failure is one line naming ``path`` and the cause.
+
+    Raises:
+        UserError: "<path> is not a PyTorch <what> (...)" for a file in neither torch.save format,
+            "cannot read <what> <path>: ..." for a PyTorch file that does not load (the file must exist).
+    """
+    import torch
+
+    path = Path(path)
+    try:  # torch warns about odd pickle protocols of garbage files: keep warnings for files that load
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return data
+    except Exception as exc:  # pickle / zip errors of many kinds: one message for the user
+        if not is_torch_file(path):
+            raise UserError(f"{path} is not a PyTorch {what} ({describe_file(path)}; expected a file written "
+                            "by torch.save)") from None
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), lines[0])[:200]
+        raise UserError(f"cannot read {what} {path}: {why}") from None

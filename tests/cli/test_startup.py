@@ -1,0 +1,109 @@
+"""Fast start-up: ``anomalyseg --help`` / ``--version`` import no stage, one command imports only its module,
+and the command table that makes this possible says the same as the modules' own registrations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from anomalyseg import cli
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, tuple[argparse.ArgumentParser, str | None]]:
+    """Top-level subcommands in order: name -> (subparser, one-line help)."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in action._choices_actions}
+    return {name: (child, helps.get(name)) for name, child in action.choices.items()}
+
+
+def test_command_table_matches_what_the_modules_register():
+    """Same names, order, helps and owning module as the full registration: the root help cannot drift."""
+    full = _commands(cli.build_parser())
+    assert [(c, h) for c, _, h in cli.COMMANDS] == [(c, h) for c, (_, h) in full.items()]
+    for module in cli.COMMAND_MODULES:
+        one = _commands(cli.build_parser(only=(module,)))
+        assert list(one) == list(full)  # the other commands stay listed, in the same order
+        for command, owner, _ in cli.COMMANDS:
+            if owner == module:
+                assert one[command][0].format_help() == full[command][0].format_help(), command
+            else:
+                assert one[command][0]._actions == [], f"{command} was registered by {module}"
+
+
+def test_root_help_and_version_import_no_stage():
+    """In a fresh interpreter: the root help lists every command and the examples, and neither it nor
+    --version imports torch, numpy, matplotlib or any stage module."""
+    probe = (
+        "import contextlib, io, json, sys\n"
+        "from anomalyseg import cli\n"
+        "outs = []\n"
+        "for argv in (['--help'], ['--version'], []):\n"
+        "    buf = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(buf):\n"
+        "        try:\n"
+        "            code = cli.main(argv)\n"
+        "        except SystemExit as exc:\n"
+        "            code = exc.code\n"
+        "    outs.append([code, buf.getvalue()])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'matplotlib', 'PIL')\n"
+        "               or m.startswith(('anomalyseg.data', 'anomalyseg.models', 'anomalyseg.engine',\n"
+        "                                'anomalyseg.viz', 'anomalyseg.report', 'anomalyseg.demo')))\n"
+        "print(json.dumps({'outs': outs, 'heavy': heavy}))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["heavy"] == []
+    (help_code, help_text), (version_code, version_text), (bare_code, bare_text) = report["outs"]
+    assert help_code == 0 and version_code == 0 and bare_code == 2
+    assert version_text.strip() == f"anomalyseg {cli.__version__}"
+    assert bare_text == help_text
+    listed = [ln.split()[0] for ln in help_text.split("commands:")[1].split("examples:")[0].splitlines()[2:]
+              if ln.startswith("    ") and not ln.startswith("     ")]
+    assert listed == [c for c, _, _ in cli.COMMANDS]
+    examples = help_text.split("examples:")[1]
+    for command in ("demo", "data check", "train", "fit-scorers", "evaluate", "report"):
+        assert f"  anomalyseg {command} " in examples, command
+
+
+def _root_examples() -> list[list[str]]:
+    text = cli.ROOT_EPILOG.split("examples:")[1].split("\n\n")[0].replace("\\\n", " ")
+    return [shlex.split(ln, comments=True)[1:] for ln in text.splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize("argv", _root_examples(), ids=lambda a: " ".join(a[:2]))
+def test_root_examples_parse(argv):
+    """Every example of the root help is a valid command line for the parser that would run it."""
+    args = cli._parser_for(argv).parse_args(argv)
+    assert callable(args.func)
+    assert cli._command_word(argv) == args.command
+
+
+@pytest.mark.parametrize("argv, word", [
+    ([], None),
+    (["--help"], None),
+    (["--version"], None),
+    (["--debug", "train", "x.yaml"], "train"),
+    (["--log-level", "DEBUG", "evaluate", "--help"], "evaluate"),
+    (["--log-level=DEBUG", "report"], "report"),
+    (["--log", "WARNING", "models", "list"], "models"),  # argparse accepts option prefixes
+    (["--", "data"], "data"),
+    (["trian"], "trian"),
+])
+def test_command_word(argv, word):
+    assert cli._command_word(argv) == word
+
+
+def test_typo_lists_the_commands_without_importing_them(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["evalute", "--checkpoint", "a.pt"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "invalid choice: 'evalute'" in err and "'evaluate'" in err
