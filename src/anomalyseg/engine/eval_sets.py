@@ -77,6 +77,38 @@ def set_results_path(out: str | Path, key: str) -> Path:
     return out.with_name(f"{stem}_{key}.json")
 
 
+def set_eval_at(eval_at: str | None, default: str = "label") -> str:
+    """``label`` or ``model`` (``input`` is another name for ``model``; None: ``default``)."""
+    from anomalyseg.data.anomaly_folder import check_eval_at
+
+    eval_at = default if eval_at is None else eval_at
+    return check_eval_at("model" if eval_at == "input" else eval_at)
+
+
+def open_sets(data_root: str | Path, presets: list[str]) -> dict[str, Any]:
+    """``{preset: AnomalyImageFolder}`` for ``parse_datasets``' keys (``[]`` = every set found under
+    ``data_root``); with one set, ``data_root`` may also name that set's own folder."""
+    from anomalyseg.data.anomaly_folder import PRESETS, AnomalyImageFolder, open_anomaly_sets
+
+    root = Path(data_root)
+    if len(presets) == 1 and root.name == PRESETS[presets[0]].folder:  # --data-root names the set itself
+        return {presets[0]: AnomalyImageFolder(root, presets[0])}
+    return open_anomaly_sets(root, presets or None)
+
+
+def set_scorers(spec: str, contract: Any, num_outputs: int) -> list[Any]:
+    """The scorers of ``spec`` for a model with this contract (void channel from it), checked before any
+    forward pass; scorers that need fitting are refused on the real-photo sets."""
+    from anomalyseg.scoring import scorers_from_spec
+
+    scorers = scorers_from_spec(spec, void_index=contract.void_index)
+    check_void(scorers, contract, num_outputs)
+    if any(s.requires_fit for s in scorers):
+        raise UserError("scorers that need fitting (" + ", ".join(s.name for s in scorers if s.requires_fit)
+                        + ") are not supported on the real-photo sets yet; use post-hoc scorers or void")
+    return scorers
+
+
 # ---------------------------------------------------------------------------------------------------
 # Contract, model and scorers
 # ---------------------------------------------------------------------------------------------------
@@ -143,13 +175,12 @@ def handle_anomaly_sets(args: argparse.Namespace, presets: list[str]) -> int:
     """Evaluate every requested set with one model load; one results file per set."""
     from torch.utils.data import Subset
 
-    from anomalyseg.data.anomaly_folder import PRESETS, AnomalyImageFolder, eval_at_transform, open_anomaly_sets
+    from anomalyseg.data.anomaly_folder import eval_at_transform
     from anomalyseg.engine.distributed import barrier, cleanup, init_distributed
     from anomalyseg.engine.eval_cli import _loader, file_sha256, publish, resolve_checkpoint, versions
     from anomalyseg.engine.evaluate import run_evaluation
     from anomalyseg.engine.tta import TTA
     from anomalyseg.report.results import check_writable
-    from anomalyseg.scoring import scorers_from_spec
 
     started = time.time()
     if args.ignore:
@@ -157,25 +188,17 @@ def handle_anomaly_sets(args: argparse.Namespace, presets: list[str]) -> int:
     if args.size is not None:
         raise UserError("--size does not apply to the real-photo sets: the input size comes from the input "
                         "contract (--input-contract size=HxW)")
-    eval_at = "model" if args.eval_at == "input" else args.eval_at
+    eval_at = set_eval_at(args.eval_at)
     tta = TTA.parse(args.tta)
     protocols = ("per_image", "pooled") if args.protocol == "both" else (args.protocol or "pooled",)
     ckpt_path = resolve_checkpoint(args.checkpoint)
-    root = Path(args.data_root)
-    if len(presets) == 1 and root.name == PRESETS[presets[0]].folder:  # --data-root names the set itself
-        sets = {presets[0]: AnomalyImageFolder(root, presets[0])}
-    else:
-        sets = open_anomaly_sets(root, presets or None)
+    sets = open_sets(args.data_root, presets)
     paths = {k: check_writable(set_results_path(args.out, k), args.force) for k in sets}
     ctx = init_distributed(args.device)
     try:
         model, ckpt, contract = load_contract_model(ckpt_path, args.input_contract, ctx.device)
         num_outputs = int(ckpt["num_classes"])
-        scorers = scorers_from_spec(args.scorers, void_index=contract.void_index)
-        check_void(scorers, contract, num_outputs)
-        if any(s.requires_fit for s in scorers):
-            raise UserError("scorers that need fitting (" + ", ".join(s.name for s in scorers if s.requires_fit)
-                            + ") are not supported on the real-photo sets yet; use post-hoc scorers or void")
+        scorers = set_scorers(args.scorers, contract, num_outputs)
         transform = eval_at_transform(eval_at, contract.size)  # fails here when eval-at model has no size
         sha = file_sha256(ckpt_path)
         log.info("input contract: %s; evaluating at the %s resolution", contract.describe(), eval_at)

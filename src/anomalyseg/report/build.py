@@ -1,6 +1,7 @@
 """``write_report``: tables (Markdown, CSV, LaTeX), curve and threshold figures (PNG) and one self-contained
 HTML page from several results files, plus any panels (``panels.json`` of ``anomalyseg visualize``) found
-beside them."""
+beside them. Real-photo sets (results of ``evaluate --dataset ...``, panels of ``visualize --dataset ...``)
+get a section each on the page: the set's own table next to its panels."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from anomalyseg.errors import UserError
 from anomalyseg.report import html as H
 from anomalyseg.report.tables import (
     ResultSet,
+    anomaly_table,
     best_scorer,
     build_tables,
     load_result_sets,
@@ -51,6 +54,10 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
                 raise UserError(f"no file matches {item}")
             out += matches
         else:
+            if path.is_file() and path.suffix.lower() != ".json":
+                kind = "a checkpoint?" if path.suffix.lower() in (".pt", ".pth", ".ckpt") else "not a .json file"
+                raise UserError(f"report reads results JSON files written by 'anomalyseg evaluate --out NAME.json' "
+                                f"(or folders of them); got {path} ({kind})")
             out.append(path)
     unique = list(dict.fromkeys(p.resolve() for p in out))
     if not unique:
@@ -60,43 +67,105 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
 
 def find_panels(sets: Sequence[ResultSet], extra: Iterable[str | Path] = (), depth: int = 2) -> list[Path]:
     """``panels.json`` manifests in the results' folders (and their subfolders, ``depth`` levels) and in
-    ``extra`` folders."""
-    roots = [rs.path.parent for rs in sets if rs.path is not None] + [Path(p) for p in extra]
+    ``extra`` folders (and theirs: ``visualize --dataset`` writes one subfolder per real-photo set)."""
+    extra = [Path(p) for p in extra]
+    roots = [rs.path.parent for rs in sets if rs.path is not None] + extra
     found: list[Path] = []
     for root in roots:
         for level in range(depth + 1):
             found += sorted(root.glob("/".join(["*"] * level + [PANELS_MANIFEST])))
     for p in extra:
-        if not any(f.parent.resolve() == Path(p).resolve() for f in found) and Path(p).is_dir():
+        if not any(f.resolve().is_relative_to(p.resolve()) for f in found) and p.is_dir():
             raise UserError(f"--panels {p}: no {PANELS_MANIFEST} there (write it with `anomalyseg visualize`)")
     return list(dict.fromkeys(f.resolve() for f in found))
 
 
-def _panel_figures(manifests: Sequence[Path], max_panels: int) -> list[H.Figure]:
-    figures: list[H.Figure] = []
-    legend_done = False
-    for path in manifests:
+def read_manifests(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """``(path, manifest)`` of every readable ``panels.json`` (unreadable ones are skipped with a warning)."""
+    out = []
+    for path in paths:
         try:
             m = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             log.warning("skipping unreadable panels manifest %s: %s", path, exc)
             continue
-        where = path.parent
-        thr = (m.get("threshold") or {}).get("label")
-        what = f"{m.get('scorer')} on {m.get('model_name')} ({m.get('split')}), threshold {thr}"
-        mode = (m.get("selection") or {}).get("mode")
-        if m.get("grid") and (where / m["grid"]).is_file():
-            figures.append(H.Figure(f"Comparison grid: {what}", H.png_file(where / m["grid"]),
-                                    f"{len(m.get('samples', []))} samples, selection {mode}; from {where}",
-                                    "Qualitative panels"))
-        for s in m.get("samples", [])[:max_panels]:
-            if (where / s["file"]).is_file():
-                figures.append(H.Figure(f"Panel {s['id']}: {what}", H.png_file(where / s["file"]), "",
-                                        "Qualitative panels"))
-        if not legend_done and m.get("legend") and (where / m["legend"]).is_file():
-            figures.append(H.Figure("Colour legend", H.png_file(where / m["legend"]), "", "Qualitative panels"))
-            legend_done = True
+        if isinstance(m, dict):
+            out.append((path, m))
+        else:
+            log.warning("skipping panels manifest %s: not a JSON object", path)
+    return out
+
+
+def _set_key(m: dict[str, Any]) -> str | None:
+    """The real-photo set a manifest was drawn on (None: StreetHazards)."""
+    return (m.get("dataset") or {}).get("key") if isinstance(m.get("dataset"), dict) else None
+
+
+def _manifest_figures(path: Path, m: dict[str, Any], max_panels: int, section: str, legend: bool
+                      ) -> list[H.Figure]:
+    where = path.parent
+    thr = (m.get("threshold") or {}).get("label")
+    what = f"{m.get('scorer')} on {m.get('model_name')} ({m.get('split')}), threshold {thr}"
+    mode = (m.get("selection") or {}).get("mode")
+    at = f", evaluated at the {m['eval_at']} resolution" if m.get("eval_at") else ""
+    figures: list[H.Figure] = []
+    if m.get("grid") and (where / m["grid"]).is_file():
+        figures.append(H.Figure(f"Comparison grid: {what}", H.png_file(where / m["grid"]),
+                                f"{len(m.get('samples', []))} samples, selection {mode}{at}; from {where}", section))
+    for s in m.get("samples", [])[:max_panels]:
+        if (where / s["file"]).is_file():
+            figures.append(H.Figure(f"Panel {s['id']}: {what}", H.png_file(where / s["file"]), "", section))
+    if legend and m.get("legend") and (where / m["legend"]).is_file():
+        figures.append(H.Figure("Colour legend", H.png_file(where / m["legend"]), "", section))
     return figures
+
+
+def _panel_figures(manifests: Sequence[tuple[Path, dict[str, Any]]], max_panels: int) -> list[H.Figure]:
+    """StreetHazards panels (one legend for all)."""
+    figures: list[H.Figure] = []
+    legend_done = False
+    for path, m in manifests:
+        figs = _manifest_figures(path, m, max_panels, "Qualitative panels", not legend_done)
+        legend_done = legend_done or any(f.title == "Colour legend" for f in figs)
+        figures += figs
+    return figures
+
+
+def real_set_sections(sets: Sequence[ResultSet], manifests: Sequence[tuple[Path, dict[str, Any]]],
+                      max_panels: int) -> list[H.Section]:
+    """One section per real-photo set found in the results or the panels: that set's anomaly table (its
+    results files only) and its panels (``anomalyseg visualize --dataset ...`` writes ``OUT/<set>/``)."""
+    names: dict[str, str] = {}
+    for rs in sets:
+        ds = rs.record.get("dataset") or {}
+        if ds.get("preset"):
+            names.setdefault(ds["preset"], ds.get("name") or ds["preset"])
+    for _, m in manifests:
+        key = _set_key(m)
+        if key:
+            names.setdefault(key, m["dataset"].get("name") or key)
+    sections = []
+    for key, name in names.items():
+        members = [rs for rs in sets if (rs.record.get("dataset") or {}).get("preset") == key]
+        tables = []
+        if members:
+            table = anomaly_table(members)
+            table.title, table.key = f"{name}: anomaly segmentation", f"anomaly_{key}"
+            tables.append(table)
+        figures: list[H.Figure] = []
+        for path, m in manifests:
+            if _set_key(m) == key:
+                figures += _manifest_figures(path, m, max_panels, name, legend=True)
+        convention = next(((rs.record.get("dataset") or {}).get("mask_convention") for rs in members), None)
+        notes = [f"Real photos with an anomaly mask only ({convention or '0 normal, 1 anomaly, 255 void'}): no "
+                 "closed-set ground truth, so no mIoU; each panel is titled with the image's own AUPR / FPR95 "
+                 "(non-void pixels) and the detection precision / recall / F1 at the drawn threshold. Void "
+                 "pixels are white and not counted."]
+        if not figures:
+            notes.append(f"No panels for this set: `anomalyseg visualize --dataset {key} --results RESULTS.json "
+                         "--out DIR` with DIR beside the results (or pass --panels DIR/<set>).")
+        sections.append(H.Section(name, tables, figures, notes))
+    return sections
 
 
 def _check_outputs(out: Path, force: bool) -> None:
@@ -150,10 +219,12 @@ def write_report(
             written[f"threshold_{rs.label}"] = save_figure(fig, out / "figures" / name)
             figures.append(H.Figure(f"Threshold sensitivity: {rs.label} / {scorer}", H.figure_png(fig),
                                     "Detections are score >= t; pooled curve.", "Threshold sensitivity"))
-    figures += _panel_figures(find_panels(sets, panels), max_panels)
+    manifests = read_manifests(find_panels(sets, panels))
+    figures += _panel_figures([(p, m) for p, m in manifests if _set_key(m) is None], max_panels)
+    sections = real_set_sections(sets, manifests, max_panels)
     meta = [f"{len(sets)} results file(s): " + ", ".join(f"{rs.label} ({rs.path})" for rs in sets),
             f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}"]
-    written["html"] = _write(out / "report.html", H.build_html(title, tables, figures, meta))
+    written["html"] = _write(out / "report.html", H.build_html(title, tables, figures, meta, sections))
     written["markdown"] = _write(out / "summary.md", to_markdown(tables, title))
     written["latex"] = _write(out / "tables.tex", to_latex(tables))
     for table in tables:

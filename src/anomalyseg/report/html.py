@@ -55,6 +55,16 @@ def figure_png(fig: Any, dpi: int | None = None) -> bytes:
     return buf.getvalue()
 
 
+@dataclass
+class Section:
+    """A titled part of the page holding its own tables and figures (e.g. one real-photo set)."""
+
+    title: str
+    tables: Sequence[Table] = ()
+    figures: Sequence[Figure] = ()
+    notes: Sequence[str] = ()
+
+
 def png_file(path: str | Path) -> bytes:
     return Path(path).read_bytes()
 
@@ -90,18 +100,35 @@ def figure_html(fig: Figure) -> str:
             f'<img alt="{html.escape(fig.title)}" src="data:image/png;base64,{data}">{cap}</figure>\n')
 
 
-def build_html(title: str, tables: Sequence[Table], figures: Sequence[Figure], meta: Sequence[str] = ()) -> str:
-    """The whole page: title, provenance lines, tables, then figures grouped by their section."""
+def section_html(section: Section) -> str:
+    """A section: heading, notes, its tables (as level-3 headings) and its figures."""
+    e = html.escape
+    parts = [f'<h2 id="section-{e(_anchor(section.title))}">{e(section.title)}</h2>']
+    parts += [f'<p class="meta">{e(n)}</p>' for n in section.notes]
+    parts += [table_html(t).replace("<h2>", "<h3>", 1).replace("</h2>", "</h3>", 1) for t in section.tables]
+    parts += [figure_html(f) for f in section.figures]
+    return "\n".join(parts) + "\n"
+
+
+def _anchor(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def build_html(title: str, tables: Sequence[Table], figures: Sequence[Figure], meta: Sequence[str] = (),
+               sections: Sequence[Section] = ()) -> str:
+    """The whole page: title, provenance lines, tables, the ``sections`` (one per real-photo set), then
+    figures grouped by their section name."""
     e = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{e(title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
     parts += [f'<p class="meta">{e(m)}</p>' for m in meta]
     parts += [table_html(t) for t in tables]
-    sections: dict[str, list[Figure]] = {}
+    parts += [section_html(s) for s in sections]
+    grouped: dict[str, list[Figure]] = {}
     for fig in figures:
-        sections.setdefault(fig.section, []).append(fig)
-    for section, figs in sections.items():
+        grouped.setdefault(fig.section, []).append(fig)
+    for section, figs in grouped.items():
         parts.append(f"<h2>{e(section)}</h2>")
         parts += [figure_html(f) for f in figs]
     parts.append("</body></html>")

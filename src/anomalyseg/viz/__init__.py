@@ -1,8 +1,18 @@
-"""anomalyseg.viz: qualitative panels, comparison grids, palette legends (:mod:`.panels`), PR / ROC and
+"""anomalyseg.viz: qualitative panels, comparison grids, palette legends (:mod:`.panels`; real-photo sets
+with a normal / anomaly / void ground truth: :mod:`.binary`, :mod:`.real_sets`), PR / ROC and
 threshold-sensitivity plots from stored curves (:mod:`.curves`), sample choice (:mod:`.samples`) and the
 ``anomalyseg visualize`` command (:mod:`.commands`). Matplotlib figures on Agg canvases, no pyplot state."""
 
-from anomalyseg.viz.colors import DETECTION_COLORS, ERROR_COLORS, OUTCOME_COLORS, colorize, outcome_map
+from anomalyseg.viz.binary import BinaryPanelData, binary_legend, binary_panel_data, draw_binary_panel
+from anomalyseg.viz.colors import (
+    ANOMALY_GT_COLORS,
+    DETECTION_COLORS,
+    ERROR_COLORS,
+    OUTCOME_COLORS,
+    class_palette,
+    colorize,
+    outcome_map,
+)
 from anomalyseg.viz.panels import (
     PANEL_VIEWS,
     Panel,
@@ -18,14 +28,20 @@ from anomalyseg.viz.panels import (
 from anomalyseg.viz.samples import select_samples
 
 __all__ = [
+    "ANOMALY_GT_COLORS",
     "DETECTION_COLORS",
     "ERROR_COLORS",
     "OUTCOME_COLORS",
     "PANEL_VIEWS",
+    "BinaryPanelData",
     "Panel",
     "PanelData",
+    "binary_legend",
+    "binary_panel_data",
+    "class_palette",
     "colorize",
     "comparison_grid",
+    "draw_binary_panel",
     "draw_panel",
     "outcome_map",
     "palette_legend",

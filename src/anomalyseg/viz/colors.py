@@ -9,7 +9,11 @@ Fixed colours (documented in the panel legend and the README):
   in its own cyan, label 255 (ignore) white;
 * detection outcome (:data:`OUTCOME_COLORS`): TP green, FP red, FN blue, TN dark grey, not counted white;
 * binary detection (:data:`DETECTION_COLORS`): detected white, not detected black;
-* error map (:data:`ERROR_COLORS`): correct dark grey, wrong red, not scored (anomaly / ignore) white.
+* error map (:data:`ERROR_COLORS`): correct dark grey, wrong red, not scored (anomaly / ignore) white;
+* anomaly ground truth of the real-photo sets (:data:`ANOMALY_GT_COLORS`): normal dark grey, anomaly orange,
+  void white (void is white in every map: not counted);
+* predictions of models with other classes (:func:`class_palette`): the official Cityscapes colours for the
+  Cityscapes classes, the model's void channel black (Cityscapes' own void colour), a fixed colour cycle else.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ OUTCOME_COLORS: dict[str, RGB] = {
 DETECTION_COLORS: dict[str, RGB] = {"detected": (255, 255, 255), "not detected": (0, 0, 0)}
 #: Error map of the closed-set prediction over known-class pixels.
 ERROR_COLORS: dict[str, RGB] = {"correct": (45, 45, 45), "wrong": (230, 25, 25), "not scored": (255, 255, 255)}
+#: 1 / 0 / 255 anomaly ground truth of the real-photo sets (no closed-set classes there).
+ANOMALY_GT_COLORS: dict[str, RGB] = {"normal": (45, 45, 45), "anomaly": (255, 150, 0), "void": (255, 255, 255)}
+#: Colour of a model's trained void channel in predictions (Cityscapes draws its void classes black).
+VOID_CLASS_COLOR: RGB = (0, 0, 0)
 #: Colour of label 255 in class maps.
 IGNORE_COLOR: RGB = (255, 255, 255)
 #: Colour maps of the continuous maps (matplotlib names).
@@ -135,6 +143,32 @@ def error_map(gt: np.ndarray, pred: np.ndarray, anomaly_ids: Sequence[int] = (13
     scored = ~np.isin(gt, [*anomaly_ids, ignore_index])
     return _paint(gt.shape, [(scored & (gt == pred), ERROR_COLORS["correct"]),
                              (scored & (gt != pred), ERROR_COLORS["wrong"])], ERROR_COLORS["not scored"])
+
+
+def anomaly_gt_map(target: np.ndarray) -> np.ndarray:
+    """A 1 / 0 / 255 anomaly target in :data:`ANOMALY_GT_COLORS` (any value but 0 and 1 is void)."""
+    target = as_ids(target)
+    return _paint(target.shape, [(target == 0, ANOMALY_GT_COLORS["normal"]),
+                                 (target == 1, ANOMALY_GT_COLORS["anomaly"])], ANOMALY_GT_COLORS["void"])
+
+
+def class_palette(class_names: Sequence[str], void_index: int | None = None) -> list[RGB]:
+    """One colour per output channel of a model: Cityscapes' official colours when its channels are the 19
+    Cityscapes classes (the void channel, if any, black); else matplotlib's ``tab20`` cycle."""
+    from matplotlib import colormaps
+
+    from anomalyseg.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+    known = [n for i, n in enumerate(class_names) if i != void_index]
+    if tuple(known) == CITYSCAPES_CLASSES:
+        colours = iter(CITYSCAPES_PALETTE)
+        return [VOID_CLASS_COLOR if i == void_index else next(colours) for i in range(len(class_names))]
+    cycle = colormaps["tab20"].colors
+    out: list[RGB] = []
+    for i in range(len(class_names)):
+        rgb = cycle[len(out) % len(cycle)]
+        out.append(VOID_CLASS_COLOR if i == void_index else tuple(round(255 * c) for c in rgb[:3]))  # type: ignore[misc]
+    return out
 
 
 def hex_color(rgb: Sequence[int]) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from anomalyseg.engine import eval_sets
 from anomalyseg.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ examples:
       --results results/r50.json --threshold best_f1 --select worst --num-samples 4 --out figures/r50_worst
   anomalyseg visualize --checkpoint runs/r50 --data-root data/streethazards --scorer energy \\
       --ids t5/12 t6/1028 --threshold 0.5 --out figures/picked
+  anomalyseg visualize --checkpoint enet.pt --dataset anomaly-sets --data-root data/Validation_Dataset \\
+      --scorer void --results results/enet.json --select worst --num-samples 3 --out results/panels
 
 Writes panel_<id>.png (3x3: input, ground truth, prediction / overlay, confidence, errors / anomaly
 score, detection, TP-FP-FN-TN), grid.png (all samples), legend.png (colours) and panels.json (what was
@@ -38,6 +41,11 @@ drawn, with each sample's mIoU and detection precision / recall / F1). --thresho
 the pooled operating point of the scorer from --results; without --results each image gets its own.
 Colours: official StreetHazards palette (anomaly cyan, ignore white); TP green, FP red, FN blue, TN
 dark grey. Existing files are kept unless --force.
+Real-photo sets (--dataset road_anomaly,smiyc_ra21,... | anomaly-sets, as for evaluate): one folder per
+set, OUT/<set>/, with a 2x3 panel per sample (input photo, prediction in the model's palette -- Cityscapes
+colours, void channel black --, anomaly mask normal / anomaly / void, score, detection, TP-FP-FN-TN; void
+white and not counted), titled with the image's AUPR / FPR95; preprocessing from the checkpoint's input
+contract, --eval-at as in the results. --results takes evaluate's --out (NAME.json: NAME_<set>.json is read).
 """
 
 
@@ -55,8 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Draw a 3x3 panel per sample, a comparison grid and a palette legend.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file or run folder")
-    p.add_argument("--data-root", required=True, metavar="DIR", help="StreetHazards root")
-    p.add_argument("--split", default="test", help="dataset split (default: test)")
+    p.add_argument("--data-root", required=True, metavar="DIR",
+                   help="StreetHazards root, or the folder holding the real-photo set folders")
+    p.add_argument("--split", default="test", help="StreetHazards split (default: test)")
+    eval_sets.add_arguments(p)
+    p.add_argument("--eval-at", choices=("label", "model", "input"), default=None,
+                   help="real-photo sets: label (logits upsampled to the mask) or model (image and mask at the "
+                        "contract size; input = model); default: as in --results, else label")
     p.add_argument("--scorer", default="max_logit", metavar="NAME[:KEY=VALUE]",
                    help="anomaly scorer (default: max_logit)")
     p.add_argument("--num-samples", type=int, default=4, metavar="N", help="samples to draw (default: 4)")
@@ -119,10 +132,11 @@ def visualize(
     """
     from anomalyseg.data import StreetHazards
     from anomalyseg.data.transforms import EvalTransform
-    from anomalyseg.engine.checkpoint import load_model_from_checkpoint
+    from anomalyseg.engine.checkpoint import load_model_from_checkpoint, resolve_checkpoint
     from anomalyseg.engine.distributed import resolve_device
-    from anomalyseg.engine.eval_cli import default_states_path, file_sha256, load_fitted, resolve_checkpoint
+    from anomalyseg.engine.scorer_states import default_states_path, load_fitted
     from anomalyseg.engine.tta import TTA
+    from anomalyseg.models.checkpoints import file_sha256
     from anomalyseg.report.results import read_results
     from anomalyseg.scoring import scorers_from_spec
     from anomalyseg.viz import panels as P
@@ -187,10 +201,37 @@ def visualize(
 
 
 def handle(args: argparse.Namespace) -> int:
+    presets = eval_sets.parse_datasets(args.dataset)
+    if presets is not None:
+        return _handle_sets(args, presets)
+    if args.eval_at is not None or args.input_contract is not None:
+        raise UserError("--eval-at and --input-contract apply to the real-photo sets (--dataset ...); on "
+                        "StreetHazards the logits are upsampled to the label size and --size sets the input")
     manifest = visualize(
         args.checkpoint, args.data_root, args.out, split=args.split, scorer=args.scorer,
         num_samples=args.num_samples, ids=args.ids, select=args.select, seed=args.seed, threshold=args.threshold,
         results=args.results, size=args.size, native=args.native, tta=args.tta, states=args.states,
         device=args.device, dpi=args.dpi, force=args.force)
     print(f"wrote {len(manifest['samples'])} panel(s), {manifest['grid']} and {manifest['legend']} to {args.out}")
+    return 0
+
+
+def _handle_sets(args: argparse.Namespace, presets: list[str]) -> int:
+    from anomalyseg.viz.real_sets import visualize_sets
+
+    if args.size is not None or args.native:
+        raise UserError("--size / --native do not apply to the real-photo sets: the input size comes from the "
+                        "input contract (--input-contract size=HxW)")
+    if args.states:
+        raise UserError("--states: scorers that need fitting are not supported on the real-photo sets yet")
+    if args.split != "test":
+        raise UserError("--split names a StreetHazards split; the real-photo sets are validation sets (no split)")
+    manifests = visualize_sets(
+        args.checkpoint, args.data_root, args.out, presets, scorer=args.scorer, num_samples=args.num_samples,
+        ids=args.ids, select=args.select, seed=args.seed, threshold=args.threshold, results=args.results,
+        eval_at=args.eval_at, input_contract=args.input_contract, tta=args.tta, device=args.device, dpi=args.dpi,
+        force=args.force)
+    for key, m in manifests.items():
+        print(f"{m['dataset']['name']}: wrote {len(m['samples'])} panel(s), {m['grid']} and {m['legend']} to "
+              f"{Path(args.out) / key}")
     return 0

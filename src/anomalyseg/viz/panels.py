@@ -37,7 +37,7 @@ VIEW_TITLES = {
     "input": "input", "ground_truth": "ground truth", "prediction": "prediction",
     "overlay": "prediction overlay (GT anomaly outlined)", "confidence": "softmax confidence",
     "error": "segmentation errors", "score": "anomaly score", "detection": "detection",
-    "outcome": "TP / FP / FN / TN",
+    "outcome": "TP / FP / FN / TN", "anomaly_gt": "ground truth: anomaly mask",
 }
 #: Columns of the comparison grid.
 GRID_VIEWS: tuple[str, ...] = ("input", "ground_truth", "prediction", "score", "outcome")
@@ -59,8 +59,13 @@ class PanelData:
     def summary(self) -> str:
         """``mIoU 41.2% · P 30.0% R 80.0% F1 43.6%`` (n/a where undefined)."""
         s = self.stats
-        return (f"mIoU {_pct(s['miou'])} · detection P {_pct(s['precision'])} R {_pct(s['recall'])} "
-                f"F1 {_pct(s['f1'])}")
+        return (f"mIoU {pct(s['miou'])} · detection P {pct(s['precision'])} R {pct(s['recall'])} "
+                f"F1 {pct(s['f1'])}")
+
+    def lines(self) -> list[str]:
+        """The numbers as short lines (row labels of the comparison grid)."""
+        s = self.stats
+        return [f"mIoU {pct(s['miou'])}", f"P {pct(s['precision'])} R {pct(s['recall'])}", f"F1 {pct(s['f1'])}"]
 
 
 @dataclass
@@ -72,7 +77,8 @@ class Panel:
     data: PanelData
 
 
-def _pct(value: float) -> str:
+def pct(value: float) -> str:
+    """A fraction as ``41.2%`` (``n/a`` when missing or not finite)."""
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
 
 
@@ -94,17 +100,23 @@ def sample_stats(gt: Any, pred: Any, target: Any, detected: Any, *, num_classes:
     known = np.where(np.isin(gt, [*anomaly_ids, ignore_index]), ignore_index, gt)
     seg = SegmentationMetrics(num_classes, ignore_index=ignore_index)
     seg.update(torch.from_numpy(pred)[None], torch.from_numpy(known)[None])
+    return {"miou": seg.compute()["miou"], **detection_stats(detected, target)}
+
+
+def detection_stats(detected: Any, target: Any) -> dict[str, float]:
+    """Precision / recall / F1 of the detections against a 1 / 0 / 255 target (255 not counted; NaN where
+    undefined) and the TP / FP / FN / TN pixel counts."""
     masks = C.outcome_masks(detected, target)
     tp, fp, fn, tn = (int(masks[k].sum()) for k in ("TP", "FP", "FN", "TN"))
     nan = float("nan")
     precision = tp / (tp + fp) if tp + fp else nan
     recall = tp / (tp + fn) if tp + fn else nan
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fn else nan
-    return {"miou": seg.compute()["miou"], "precision": precision, "recall": recall, "f1": f1,
-            "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
-def _resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An RGB uint8 image resized (bilinear) to ``shape`` = (H, W), unchanged when it already has it."""
     if image.shape[:2] == shape:
         return image
     from PIL import Image
@@ -147,7 +159,7 @@ def panel_data(
         if arr.shape != shape:
             raise ValueError(f"{name} has shape {arr.shape}, the ground truth {shape}: give every map at one size")
     target_ids = anomaly_target_from_gt(gt_ids, anomaly_ids, ignore_index) if target is None else C.as_ids(target)
-    img = _resize_image(C.to_hwc_uint8(image), shape)
+    img = resize_image(C.to_hwc_uint8(image), shape)
     detected = sc >= threshold
     gt_rgb, pred_rgb = C.colorize(gt_ids, palette, ignore_index), C.colorize(pred_ids, palette, ignore_index)
     over = C.overlay(img, pred_rgb)
@@ -171,7 +183,8 @@ def _score_range(score: np.ndarray, threshold: float) -> tuple[float, float]:
     return lo, hi
 
 
-def _show(ax: Any, view: str, data: PanelData) -> Any:
+def show_view(ax: Any, view: str, data: PanelData) -> Any:
+    """Draw one view of ``data`` into ``ax`` (titled; scalar maps with their colour maps)."""
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(VIEW_TITLES[view], fontsize=9)
@@ -183,10 +196,29 @@ def _show(ax: Any, view: str, data: PanelData) -> Any:
     return ax.imshow(data.rgb[view], interpolation="nearest")
 
 
-def _legend(ax: Any, colors: dict[str, tuple[int, int, int]], keys: Sequence[str], ncol: int) -> None:
+def legend_below(ax: Any, colors: dict[str, tuple[int, int, int]], keys: Sequence[str], ncol: int) -> None:
+    """Colour patches for ``keys`` under an image axis."""
     handles = [Patch(facecolor=C.mpl_color(colors[k]), edgecolor="0.5", label=k) for k in keys]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=ncol, fontsize=7,
               frameon=False, handlelength=1.0, columnspacing=0.8)
+
+
+def colorbar(fig: Figure, ax: Any, image: Any, view: str, data: PanelData) -> None:
+    """A colour bar beside the confidence and score maps (the score's with the threshold as a cyan line)."""
+    if view not in ("confidence", "score"):
+        return
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    bar.ax.tick_params(labelsize=7)
+    if view == "score":
+        lo, hi = _score_range(data.score, data.threshold)
+        if lo <= data.threshold <= hi:
+            bar.ax.axhline(data.threshold, color="cyan", linewidth=1.5)
+
+
+def detection_title(data: PanelData) -> str:
+    """``detection: score >= tpr95 (pooled, ...) = 0.31``."""
+    thr = f"{data.threshold_label} = {data.threshold:.4g}" if data.threshold_label else f"{data.threshold:.4g}"
+    return f"detection: score >= {thr}"
 
 
 def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
@@ -206,18 +238,10 @@ def draw_panel(data: PanelData, title: str | None = None, *, cell_width: float =
     for i, view in enumerate(PANEL_VIEWS):
         ax = fig.add_subplot(grid[i // 3, i % 3])
         axes[view] = ax
-        im = _show(ax, view, data)
-        if view in ("confidence", "score"):
-            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-            bar.ax.tick_params(labelsize=7)
-            if view == "score":
-                lo, hi = _score_range(data.score, data.threshold)
-                if lo <= data.threshold <= hi:
-                    bar.ax.axhline(data.threshold, color="cyan", linewidth=1.5)
-    thr = f"{data.threshold_label} = {data.threshold:.4g}" if data.threshold_label else f"{data.threshold:.4g}"
-    axes["detection"].set_title(f"detection: score >= {thr}", fontsize=9)
-    _legend(axes["outcome"], C.OUTCOME_COLORS, ("TP", "FP", "FN", "TN", "ignored"), 5)
-    _legend(axes["error"], C.ERROR_COLORS, tuple(C.ERROR_COLORS), 3)
+        colorbar(fig, ax, show_view(ax, view, data), view, data)
+    axes["detection"].set_title(detection_title(data), fontsize=9)
+    legend_below(axes["outcome"], C.OUTCOME_COLORS, ("TP", "FP", "FN", "TN", "ignored"), 5)
+    legend_below(axes["error"], C.ERROR_COLORS, tuple(C.ERROR_COLORS), 3)
     heading = title if title is not None else (data.sample_id or "sample")
     fig.suptitle(f"{heading}\n{data.summary()}", fontsize=11)
     return Panel(fig, axes, data)
@@ -242,11 +266,11 @@ def comparison_grid(samples: Sequence[PanelData], views: Sequence[str] = GRID_VI
     for r, data in enumerate(samples):
         for c, view in enumerate(views):
             ax = fig.add_subplot(grid[r, c])
-            _show(ax, view, data)
+            show_view(ax, view, data)
             if r:
                 ax.set_title("")
             if c == 0:
-                ax.set_ylabel(f"{data.sample_id}\n{data.summary().replace(' · ', chr(10))}", fontsize=7)
+                ax.set_ylabel("\n".join([data.sample_id, *data.lines()]), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -264,6 +288,11 @@ def palette_legend(class_names: Sequence[str] | None = None, palette: Sequence[S
         ("detection", list(C.DETECTION_COLORS.items())),
         ("segmentation errors", list(C.ERROR_COLORS.items())),
     ]
+    return legend_figure(groups, dpi=dpi)
+
+
+def legend_figure(groups: Sequence[tuple[str, Sequence[tuple[str, Sequence[int]]]]], *, dpi: int = 100) -> Figure:
+    """Columns of colour swatches, one per ``(heading, [(label, rgb), ...])`` group."""
     rows = max(len(items) for _, items in groups)
     fig = new_figure(2.6 * len(groups), 0.28 * rows + 0.6, dpi)
     for g, (heading, items) in enumerate(groups):

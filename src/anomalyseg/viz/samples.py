@@ -108,19 +108,40 @@ def results_threshold(results: Mapping[str, Any] | None, scorer: str, spec: str)
     return float(value), f"{spec} (pooled, {pooled.get('fpr_rule', 'first')} rule)"
 
 
-def image_threshold(score: np.ndarray, target: np.ndarray, spec: str) -> float:
-    """This image's own operating point: highest threshold reaching TPR 95 % ("first" rule) or best F1.
-    NaN when the image lacks anomaly or normal pixels (then nothing is detected)."""
-    from anomalyseg.metrics.curves import curve_metrics, exact_counts
+def _image_curve(score: np.ndarray, target: np.ndarray) -> tuple[Any, Any, Any] | None:
+    """Exact cumulative counts of one image's non-void pixels (None without anomaly or normal pixels)."""
+    from anomalyseg.metrics.curves import exact_counts
 
     keep = (target == 0) | (target == 1)
     s = torch.from_numpy(np.asarray(score, np.float32)[keep])
     y = torch.from_numpy(np.asarray(target)[keep] == 1)
     if not bool(y.any()) or bool(y.all()):
+        return None
+    return exact_counts(s, y)
+
+
+def image_threshold(score: np.ndarray, target: np.ndarray, spec: str) -> float:
+    """This image's own operating point: highest threshold reaching TPR 95 % ("first" rule) or best F1 (void
+    pixels, target 255, left out). NaN when the image lacks anomaly or normal pixels (nothing is detected)."""
+    from anomalyseg.metrics.curves import curve_metrics
+
+    counts = _image_curve(score, target)
+    if counts is None:
         return float("nan")
-    tps, fps, thr = exact_counts(s, y)
-    out = curve_metrics(tps, fps, "first", thresholds=thr)
-    return float(out[THRESHOLD_NAMES[spec]])
+    tps, fps, thr = counts
+    return float(curve_metrics(tps, fps, "first", thresholds=thr)[THRESHOLD_NAMES[spec]])
+
+
+def image_metrics(score: np.ndarray, target: np.ndarray, fpr_rule: str = "closest") -> dict[str, float]:
+    """One image's AUROC, AUPR and FPR95 over its non-void pixels (target 0 / 1; 255 left out), by the same
+    exact curve the evaluation uses (``closest``: the per-image protocol's rule). NaN when undefined."""
+    from anomalyseg.metrics.curves import curve_metrics
+
+    counts = _image_curve(score, target)
+    if counts is None:
+        return {"auroc": float("nan"), "aupr": float("nan"), "fpr95": float("nan")}
+    out = curve_metrics(counts[0], counts[1], fpr_rule)  # type: ignore[arg-type]
+    return {k: float(out[k]) for k in ("auroc", "aupr", "fpr95")}
 
 
 @dataclass
@@ -138,12 +159,13 @@ class SamplePrediction:
 @torch.no_grad()
 def predict_sample(model: nn.Module, sample: Mapping[str, Any], scorer: Any, device: torch.device | str, *,
                    transform: Any = None, tta: Any = None) -> SamplePrediction:
-    """One forward pass for a raw dataset sample (uint8 image, native label): logits at the label's size
-    (as the evaluation does), prediction, softmax confidence and ``scorer``'s map."""
+    """One forward pass for a raw dataset sample (uint8 image, native label): logits at the size of the label
+    the ``transform`` returns (as the evaluation does), prediction, softmax confidence and ``scorer``'s map."""
     from anomalyseg.engine.tta import forward
 
     image, label = sample["image"], sample["label"]
-    x = transform(image, label)[0] if transform is not None else image.float() / 255.0
+    # the transform may resize the label too (real-photo sets evaluated at the model resolution)
+    x, label = transform(image, label) if transform is not None else (image.float() / 255.0, label)
     model.eval()
     out = forward(model, x[None].to(device), tuple(label.shape[-2:]), tta=tta,
                   return_features=bool(getattr(scorer, "needs_features", False)))
