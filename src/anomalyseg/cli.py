@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from anomalyseg import __version__
 from anomalyseg.errors import UserError
+from anomalyseg.runtime import tune_cpu_allocator
 
 #: ``(command, module whose register() adds it, its one-line help)`` in ``--help`` order. The help is a
 #: copy of the one the module registers (tests/cli keeps the two equal), so that ``--help`` imports nothing.
@@ -132,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    tune_cpu_allocator()  # large CPU tensors reuse heap memory instead of fresh mmaps (see anomalyseg.runtime)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
