@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -71,9 +71,11 @@ def protocol_settings(protocol: str, ignore_ids: Sequence[int], anomaly_ids: Seq
 
 
 def _accumulator(protocol: str, drop_void: bool, fpr_rule: str = "first") -> AnomalyMetrics:
+    """The accumulator of ``protocol``; unvalidated: the targets are built here and the scores are checked
+    once per scorer (:meth:`_MetricFeed.submit`), not once per protocol."""
     if protocol == "per_image":
-        return AnomalyMetrics.streethazards(ignore_index=IGNORE_INDEX if drop_void else None)
-    return AnomalyMetrics("pooled", ignore_index=IGNORE_INDEX, fpr_rule=fpr_rule)
+        return AnomalyMetrics.streethazards(ignore_index=IGNORE_INDEX if drop_void else None, validate=False)
+    return AnomalyMetrics("pooled", ignore_index=IGNORE_INDEX, fpr_rule=fpr_rule, validate=False)
 
 
 def _isin(label: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
@@ -195,6 +197,7 @@ def run_evaluation(
     if metric_threads is None:  # CPU: the metric work (numpy sorts, histogram adds) of two scorers at a time
         metric_threads = min(2, torch.get_num_threads()) if device.type == "cpu" else 1
     pool = ThreadPoolExecutor(metric_threads, thread_name_prefix="metrics") if metric_threads > 1 and scorers else None
+    feed = _MetricFeed(accs, timer, pool)
     records: list[dict[str, Any]] = []
     positions = _positions(loader)
     model.eval()
@@ -221,18 +224,14 @@ def run_evaluation(
                 targets = _targets(label, protocols, anomaly_ids, ignore_ids, drop_void)
             ids = list(batch.get("id") or [None] * label.shape[0])
             batch_records = [{"position": next(positions), "id": i, "metrics": {}} for i in ids]
+            with timer("metrics", "metrics_anomaly"):
+                feed.wait()  # the previous batch's metric work ran beside this batch's loading and inference
             scores = {}
             for scorer in scorers:
                 with timer("scoring", f"scoring/{scorer.name}"):
                     scores[scorer.name] = scorer.score(output)
-            with timer("metrics", "metrics_anomaly"):
-                _update_metrics(accs, scores, targets, timer, pool)
-            if "per_image" in protocols:
-                for scorer in scorers:
-                    for rec, values in zip(batch_records, accs[scorer.name]["per_image"].per_image[-len(ids):]):
-                        rec.setdefault("num_anomaly", values["num_positive"])
-                        rec.setdefault("num_normal", values["num_negative"])
-                        rec["metrics"][scorer.name] = {k: values.get(k) for k in PER_IMAGE_KEYS}
+            for name, score in scores.items():  # after scoring: the threads do not slow the scorers down
+                feed.submit(name, score, targets, batch_records)
             del scores
             if not scorers or "per_image" not in protocols:
                 for rec, t in zip(batch_records, targets[protocols[0]]):
@@ -241,6 +240,8 @@ def run_evaluation(
             del output, images, label, targets
             bar.update(1)
             tick = time.perf_counter()
+        with timer("metrics", "metrics_anomaly"):
+            feed.wait()
     finally:
         bar.close()
         if pool is not None:
@@ -294,22 +295,53 @@ def run_evaluation(
     return results
 
 
-def _update_metrics(accs: dict[str, dict[str, AnomalyMetrics]], scores: dict[str, torch.Tensor],
-                    targets: dict[str, torch.Tensor], timer: StageTimer, pool: ThreadPoolExecutor | None) -> None:
-    """Every accumulator (scorer x protocol) takes this batch, spread over ``pool``'s threads; seconds per
-    scorer go to the timer as ``metrics/<name>`` (thread time: with threads they sum to more than the wall)."""
+class _MetricFeed:
+    """Hands each scorer's map to its accumulators (one per protocol); with ``pool``, on its threads, and
+    :meth:`wait` is called only before the NEXT batch is scored, so the metric work of a batch runs beside the
+    loading and inference of the next one (the scores of at most two batches are alive). Each accumulator
+    still sees its batches in order, so results do not depend on the threads. Seconds per scorer go to the
+    timer as ``metrics/<name>`` (thread time: with threads they sum to more than the wall)."""
 
-    def work(job: tuple[str, str]) -> float:
+    def __init__(self, accs: dict[str, dict[str, AnomalyMetrics]], timer: StageTimer,
+                 pool: ThreadPoolExecutor | None) -> None:
+        self.accs, self.timer, self.pool = accs, timer, pool
+        self.pending: list[tuple[str, Future[float]]] = []
+        self.records: list[tuple[str, list[dict[str, Any]]]] = []  # per-image values still to copy
+
+    def _work(self, name: str, protocol: str, score: torch.Tensor, target: torch.Tensor) -> float:
         start = time.perf_counter()
-        accs[job[0]][job[1]].update(scores[job[0]], targets[job[1]])
-        if timer.device.type == "cuda":
-            torch.cuda.synchronize(timer.device)
+        self.accs[name][protocol].update(score, target)
+        if self.timer.device.type == "cuda":
+            torch.cuda.synchronize(self.timer.device)
         return time.perf_counter() - start
 
-    jobs = [(name, p) for name in scores for p in accs[name]]
-    seconds = list(pool.map(work, jobs)) if pool is not None else [work(j) for j in jobs]
-    for (name, _), sec in zip(jobs, seconds):
-        timer.add(sec, f"metrics/{name}")
+    def submit(self, name: str, score: torch.Tensor, targets: dict[str, torch.Tensor],
+               records: list[dict[str, Any]]) -> None:
+        """Start the metric work of ``name`` on this batch; its per-image values go into ``records``."""
+        finite = np.isfinite(score.numpy()).all() if score.device.type == "cpu" else torch.isfinite(score).all()
+        if not bool(finite):
+            raise UserError(f"scorer '{name}' produced non-finite scores (NaN or inf); metrics need finite scores")
+        for p in self.accs[name]:
+            if self.pool is None:
+                self.timer.add(self._work(name, p, score, targets[p]), f"metrics/{name}")
+            else:
+                self.pending.append((name, self.pool.submit(self._work, name, p, score, targets[p])))
+        if "per_image" in self.accs[name]:
+            self.records.append((name, records))
+        if self.pool is None:
+            self.wait()
+
+    def wait(self) -> None:
+        """Finish the submitted work and copy its per-image values into the batch records."""
+        for name, future in self.pending:
+            self.timer.add(future.result(), f"metrics/{name}")
+        self.pending = []
+        for name, records in self.records:
+            for rec, values in zip(records, self.accs[name]["per_image"].per_image[-len(records):]):
+                rec.setdefault("num_anomaly", values["num_positive"])
+                rec.setdefault("num_normal", values["num_negative"])
+                rec["metrics"][name] = {k: values.get(k) for k in PER_IMAGE_KEYS}
+        self.records = []
 
 
 def _gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 
 from anomalyseg.scoring.base import Scorer, known_classes_setting
@@ -29,4 +30,7 @@ class RbA(Scorer):
         super().__init__(name=name, known_classes=known_classes_setting(known_classes, self.kind))
 
     def _score(self, output: SegOutput) -> torch.Tensor:
-        return -torch.tanh(self._logits(output).float()).sum(1)
+        z = self._logits(output).float()
+        if z.device.type == "cpu":  # numpy's tanh: ~2x faster wall, ~4x less CPU than torch's here
+            return torch.from_numpy(-np.tanh(z.detach().numpy()).sum(1))
+        return -torch.tanh(z).sum(1)
