@@ -64,6 +64,10 @@ def _negatives_above(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.nda
     shared = np.zeros(2 ** (32 - _COARSE_SHIFT), dtype=bool)
     shared[ku] = True
     near_mask = shared[kn]
+    n_near = int(np.count_nonzero(near_mask))
+    if n_near > 0.6 * neg.size:  # most negatives are near a positive (ties, narrow scores): one plain sort is cheaper
+        neg = np.sort(neg)
+        return neg.size - np.searchsorted(neg, u, "left"), neg.size - np.searchsorted(neg, u, "right")
     near = np.sort(neg[near_mask])
     far = np.bincount(kn[~near_mask], minlength=shared.size + 1)
     far_above = np.cumsum(far[::-1])[::-1]  # far negatives in bins >= b
