@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 
 from anomalyseg.scoring.base import Scorer, known_classes_setting, require
@@ -36,4 +37,8 @@ class GEN(Scorer):
         p = scorer_softmax(self, output).probs
         if self.params["top_m"] < p.shape[1]:
             p = p.topk(self.params["top_m"], dim=1).values
-        return (p * (1 - p)).pow_(self.params["gamma"]).sum(1)  # p^g (1-p)^g with one pow
+        g = self.params["gamma"]
+        if p.device.type == "cpu":  # numpy's pow: same wall time as torch's on 2 threads, half the CPU here
+            pn = p.numpy()
+            return torch.from_numpy(np.power(pn * (1 - pn), np.float32(g)).sum(1))
+        return (p * (1 - p)).pow_(g).sum(1)  # p^g (1-p)^g with one pow
