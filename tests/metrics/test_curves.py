@@ -91,3 +91,17 @@ def test_fast_counts_without_thresholds_equal_the_sorted_path():
         assert thr2 is None
         np.testing.assert_array_equal(tps2, tps)
         np.testing.assert_array_equal(fps2, fps)
+
+
+def test_device_path_equals_the_numpy_path():
+    """The torch path that GPU tensors take (run here on CPU tensors) gives the numpy path's runs."""
+    from anomalyseg.metrics.curves import _positive_runs_numpy, _positive_runs_torch
+
+    rng = np.random.default_rng(7)
+    for y, s in _cases(rng):
+        st = torch.from_numpy(s) + 0.0
+        a = _positive_runs_torch(st, torch.from_numpy(y))
+        b = _positive_runs_numpy(st.numpy(), y, thresholds=True)
+        for x, z in zip(a[:-1], b[:-1]):
+            np.testing.assert_array_equal(np.asarray(x, np.float64), np.asarray(z, np.float64))
+        assert a[-1] == b[-1]

@@ -75,6 +75,41 @@ def _negatives_above(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.nda
     return above - np.searchsorted(near, u, "left"), above - np.searchsorted(near, u, "right")  # ... >= / > u
 
 
+_Runs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
+
+
+def _positive_runs_numpy(s: np.ndarray, y: np.ndarray, thresholds: bool) -> _Runs:
+    """``(u, tps_b, ge, gt, thr_a, lowest, n_neg)``: distinct positive scores ``u`` (descending), positives
+    >= each, negatives >= and > each, the smallest negative > each (``thr_a``, only with ``thresholds``),
+    the lowest negative (0 or 1 values) and the number of negatives."""
+    pos, neg = np.sort(s[y])[::-1], s[~y]
+    n_neg = neg.size
+    lowest = neg.min(keepdims=True) if n_neg else neg
+    starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]]) if pos.size else np.zeros(0, np.int64)
+    u = pos[starts]
+    tps_b = np.r_[starts[1:], pos.size].astype(np.float64) if pos.size else np.zeros(0)
+    if not thresholds:
+        ge, gt = _negatives_above(neg, u) if u.size else (np.zeros(0), np.zeros(0))
+        return u, tps_b, ge, gt, u, lowest, n_neg
+    neg = np.sort(neg)
+    above = np.searchsorted(neg, u, "right")
+    thr_a = neg[np.minimum(above, max(n_neg - 1, 0))] if n_neg else u  # smallest negative > u
+    return u, tps_b, n_neg - np.searchsorted(neg, u, "left"), n_neg - above, thr_a, lowest, n_neg
+
+
+def _positive_runs_torch(s: torch.Tensor, y: torch.Tensor) -> _Runs:
+    """As :func:`_positive_runs_numpy` (with thresholds), on the tensors' device; only the per-positive-score
+    arrays (small) are copied to the host, never the sorted pixels."""
+    neg = torch.sort(s[~y]).values
+    n_neg = neg.numel()
+    u, counts = torch.unique_consecutive(torch.sort(s[y], descending=True).values, return_counts=True)
+    above = torch.searchsorted(neg, u, right=True)
+    ge = n_neg - torch.searchsorted(neg, u)
+    thr_a = neg[above.clamp_max(max(n_neg - 1, 0))] if n_neg else u
+    host = [t.cpu().numpy() for t in (u, torch.cumsum(counts, 0), ge, n_neg - above, thr_a, neg[:1])]
+    return host[0], host[1].astype(np.float64), host[2], host[3], host[4], host[5], n_neg
+
+
 def exact_counts(scores: torch.Tensor, labels: torch.Tensor,
                  thresholds: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The exact curve of ``scores`` reduced to the points every metric here reads, descending.
@@ -99,25 +134,12 @@ def exact_counts(scores: torch.Tensor, labels: torch.Tensor,
     s = scores.detach().reshape(-1).to(torch.float32) + 0.0  # folds -0.0 onto +0.0
     y = labels.reshape(-1).to(torch.bool)
     if s.device.type == "cpu":
-        sn, yn = s.numpy(), y.numpy()
-        pos, neg = np.sort(sn[yn])[::-1], sn[~yn]
-        if thresholds:
-            neg = np.sort(neg)
-    else:  # sort on the device, hand the (small) reduced curve to the host
-        pos = torch.sort(s[y], descending=True).values.cpu().numpy()
-        neg = torch.sort(s[~y]).values.cpu().numpy()
-    n_neg = neg.size
-    lowest = neg.min(keepdims=True) if n_neg else neg
-    if pos.size == 0:
-        return np.zeros(1), np.full(1, float(n_neg)), lowest if thresholds else None
-    starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
-    u = pos[starts]  # distinct positive scores, descending
-    tps_b = np.r_[starts[1:], pos.size].astype(np.float64)
-    if thresholds or s.device.type != "cpu":  # neg is sorted
-        above = np.searchsorted(neg, u, "right")
-        ge, gt = n_neg - np.searchsorted(neg, u, "left"), n_neg - above
+        parts = _positive_runs_numpy(s.numpy(), y.numpy(), thresholds)
     else:
-        ge, gt = _negatives_above(neg, u)
+        parts = _positive_runs_torch(s, y)
+    u, tps_b, ge, gt, thr_a, lowest, n_neg = parts
+    if u.size == 0:
+        return np.zeros(1), np.full(1, float(n_neg)), lowest if thresholds else None
     ge, gt = ge.astype(np.float64), gt.astype(np.float64)  # negatives >= u, > u
     has_a = gt > np.r_[0.0, ge[:-1]]
     keep = np.stack([has_a, np.ones_like(has_a)], 1).ravel()
@@ -125,7 +147,6 @@ def exact_counts(scores: torch.Tensor, labels: torch.Tensor,
     fps = np.stack([gt, ge], 1).ravel()[keep]
     thr = None
     if thresholds:
-        thr_a = neg[np.minimum(above, max(n_neg - 1, 0))] if n_neg else u  # smallest negative > u
         thr = np.stack([thr_a, u], 1).ravel()[keep]
     if n_neg > ge[-1]:  # negatives below the lowest positive: the final point
         tps, fps = np.r_[tps, tps_b[-1]], np.r_[fps, float(n_neg)]
