@@ -175,6 +175,24 @@ def test_one_pass_equals_separate_single_scorer_passes(tree, model):
         assert alone["segmentation"]["confusion_matrix"] == together["segmentation"]["confusion_matrix"]
 
 
+def test_metric_threads_do_not_change_results(tree, model):
+    """Metric work on 2 threads beside the next batch equals the serial run, per image included."""
+    scorers = [get_scorer("max_logit"), get_scorer("msp"), get_scorer("gen"), get_scorer("rba")]
+    serial = run_evaluation(model, loader(tree), scorers, "cpu", metric_threads=1)
+    threaded = run_evaluation(model, loader(tree), scorers, "cpu", metric_threads=2)
+    assert serial["scorers"] == threaded["scorers"] and serial["per_image"] == threaded["per_image"]
+    assert all(len(r["metrics"]) == 4 and "num_anomaly" in r for r in threaded["per_image"])
+
+
+def test_non_finite_scores_are_one_clear_error(tree, model):
+    class Broken(type(get_scorer("max_logit"))):
+        def _score(self, output):
+            return torch.full(output.logits[:, 0].shape, float("nan"))
+
+    with pytest.raises(UserError, match="scorer 'max_logit' produced non-finite scores"):
+        run_evaluation(model, loader(tree), [Broken()], "cpu")
+
+
 def test_unfitted_scorer_fails_before_the_first_batch(tree, model):
     with pytest.raises(NotFittedError, match="anomalyseg fit-scorers"):
         run_evaluation(model, loader(tree), [get_scorer("max_logit"), get_scorer("mahalanobis")], "cpu")

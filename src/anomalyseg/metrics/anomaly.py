@@ -142,7 +142,8 @@ class AnomalyMetrics(Accumulator):
             sn, tn = s.detach().float().numpy(), t.numpy()
             if self.ignore_index is not None:
                 keep = tn != self.ignore_index
-                sn, tn = sn[keep], tn[keep]
+                if not keep.all():  # most maps have no ignored pixel: skip two copies
+                    sn, tn = sn[keep], tn[keep]
             return torch.from_numpy(sn), torch.from_numpy(tn == 1)
         if self.ignore_index is None:
             return s, t == 1
