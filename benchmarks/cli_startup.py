@@ -1,8 +1,12 @@
 """Benchmark: wall time of short ``anomalyseg`` invocations, each in a fresh interpreter.
 
 The root help and ``--version`` import no stage (see :mod:`anomalyseg.cli`); a command imports only the
-module that registers it. The last row builds the full parser (every stage imported), which is what every
-invocation cost before the command table existed: the yardstick.
+module that registers it, and ``COMMAND --help`` imports no torch (the stage modules import it inside
+their handlers). One row per command of :data:`anomalyseg.cli.COMMANDS`, plus the nested ``data`` and
+``models`` actions. ``full parser`` imports every stage's commands module (what every invocation did before
+the command table); the last row imports torch, torchvision and the data loaders, what each ``COMMAND
+--help`` cost while the commands modules imported them at module level: the yardstick. The last column says
+whether the invocation imported torch (from ``python -X importtime``, one extra run per case).
 
 Run: .venv/bin/python benchmarks/cli_startup.py [--repeats 5]
 """
@@ -17,27 +21,44 @@ import sys
 import time
 from pathlib import Path
 
-SCRIPT = Path(sys.executable).with_name("anomalyseg")
+from anomalyseg.cli import COMMANDS
 
-CASES: tuple[tuple[str, list[str]], ...] = (
-    ("anomalyseg --version", [str(SCRIPT), "--version"]),
-    ("anomalyseg --help", [str(SCRIPT), "--help"]),
-    ("anomalyseg report --help", [str(SCRIPT), "report", "--help"]),
-    ("anomalyseg train --help", [str(SCRIPT), "train", "--help"]),
-    ("anomalyseg evaluate --help", [str(SCRIPT), "evaluate", "--help"]),
-    ("full parser (every stage)", [sys.executable, "-c", "from anomalyseg.cli import build_parser; build_parser()"]),
-)
+SCRIPT = Path(sys.executable).with_name("anomalyseg")
+NESTED: tuple[tuple[str, ...], ...] = (("data", "check"), ("data", "synth"), ("models", "list"))
+
+
+def _cases() -> list[tuple[str, list[str]]]:
+    cases = [("anomalyseg --version", [str(SCRIPT), "--version"]), ("anomalyseg --help", [str(SCRIPT), "--help"])]
+    for words in [(c,) for c, _, _ in COMMANDS] + list(NESTED):
+        cases.append((f"anomalyseg {' '.join(words)} --help", [str(SCRIPT), *words, "--help"]))
+    cases.append(("full parser (every stage)",
+                  [sys.executable, "-c", "from anomalyseg.cli import build_parser; build_parser()"]))
+    cases.append(("import torch + loaders (yardstick)",
+                  [sys.executable, "-c", "import anomalyseg.data.streethazards, anomalyseg.models.registry"]))
+    return cases
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def _seconds(cmd: list[str], repeats: int) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run(cmd, capture_output=True, env=env, check=True)  # warm the file cache
+    subprocess.run(cmd, capture_output=True, env=_env(), check=True)  # warm the file cache
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, env=env, check=True)
+        subprocess.run(cmd, capture_output=True, env=_env(), check=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _imports_torch(cmd: list[str]) -> bool:
+    """``-X importtime`` lists every module imported, on stderr."""
+    python = [sys.executable, "-X", "importtime"]
+    full = python + (["-c", "import sys; from anomalyseg.cli import main; sys.exit(main())", *cmd[1:]]
+                     if cmd[0] == str(SCRIPT) else cmd[1:])
+    res = subprocess.run(full, capture_output=True, text=True, env=_env(), check=True)
+    return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in res.stderr.splitlines())
 
 
 def main() -> None:
@@ -46,9 +67,10 @@ def main() -> None:
     args = parser.parse_args()
     if not SCRIPT.is_file():
         raise SystemExit(f"console script not found beside this Python: {SCRIPT}")
-    print(f"{'invocation':<30} {'median s':>9}   ({args.repeats} runs each, fresh interpreter)")
-    for label, cmd in CASES:
-        print(f"{label:<30} {_seconds(cmd, args.repeats):9.2f}")
+    print(f"{'invocation':<40} {'median s':>9}  {'torch':>5}   ({args.repeats} runs each, fresh interpreter)")
+    for label, cmd in _cases():
+        seconds = _seconds(cmd, args.repeats)
+        print(f"{label:<40} {seconds:9.2f}  {'yes' if _imports_torch(cmd) else 'no':>5}")
 
 
 if __name__ == "__main__":

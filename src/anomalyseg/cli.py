@@ -5,9 +5,10 @@ Each stage contributes its subcommands through a ``register(subparsers)`` functi
 arguments returns the exit code. A :class:`~anomalyseg.errors.UserError` becomes one line on stderr and
 exit code 2; ``--debug`` shows the traceback instead.
 
-Start-up stays fast: the stage modules import torch, torchvision and matplotlib (seconds), so ``--help``,
-``--version`` and a bare ``anomalyseg`` read the one-line helps of :data:`COMMANDS` and import no stage,
-and ``anomalyseg <command> ...`` imports only the module that registers ``<command>``.
+Start-up stays fast: ``--help``, ``--version`` and a bare ``anomalyseg`` read the one-line helps of
+:data:`COMMANDS` and import no stage; ``anomalyseg <command> ...`` imports only the module that registers
+``<command>``, and those modules import torch, torchvision and matplotlib (seconds) inside their handlers,
+so ``anomalyseg <command> --help`` is fast too.
 """
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("anomalyseg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and the command table that makes this possible says the same as the modules' own
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -107,3 +108,93 @@ def test_typo_lists_the_commands_without_importing_them(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "invalid choice: 'evalute'" in err and "'evaluate'" in err
+
+
+_HELP_PROBE = """\
+import contextlib, io, json, sys
+from anomalyseg import cli
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):
+    try:
+        code = cli.main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm', 'matplotlib'))
+print(json.dumps({'code': code, 'help': buf.getvalue(), 'heavy': heavy}))
+"""
+
+
+def _help_argvs() -> list[list[str]]:
+    """``COMMAND --help`` for every command of the table, and every nested action of ``data`` / ``models``."""
+    argvs = [[c, "--help"] for c, _, _ in cli.COMMANDS]
+    for command, (parser, _) in _commands(cli.build_parser(only=("anomalyseg.data.commands",
+                                                                 "anomalyseg.models.commands"))).items():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        argvs += [[command, action, "--help"] for n in nested for action in n.choices]
+    return argvs
+
+
+def test_help_argvs_cover_nested_actions():
+    argvs = [" ".join(a[:-1]) for a in _help_argvs()]
+    assert {"data check", "data synth", "models list"} <= set(argvs)
+    assert [a for a in argvs if " " not in a] == [c for c, _, _ in cli.COMMANDS]
+
+
+@pytest.mark.parametrize("argv", _help_argvs(), ids=lambda a: " ".join(a[:-1]))
+def test_command_help_imports_no_torch(argv):
+    """In a fresh interpreter, ``anomalyseg COMMAND --help`` prints the command's help with its examples and
+    imports neither torch nor matplotlib: the stage modules import them inside their handlers."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", _HELP_PROBE, *argv], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["code"] == 0
+    assert report["help"].startswith(f"usage: anomalyseg {' '.join(argv[:-1])}")
+    assert "examples:" in report["help"]
+    assert report["heavy"] == [], f"{' '.join(argv)} imported {report['heavy'][:5]}"
+
+
+_LAZY_PACKAGES = ("anomalyseg.data", "anomalyseg.models", "anomalyseg.viz")
+
+
+@pytest.mark.parametrize("package", _LAZY_PACKAGES)
+def test_lazy_package_import_loads_none_of_its_reexport_modules(package):
+    """``import anomalyseg.data`` alone imports neither torch nor any module its names come from; using a
+    name does (checked in-process below)."""
+    probe = (
+        "import importlib, importlib.util, json, sys\n"
+        f"pkg = importlib.import_module({package!r})\n"
+        "targets = {importlib.util.resolve_name(t.partition(':')[0], pkg.__name__) for t in pkg._EXPORTS.values()}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m in targets or m.split('.')[0] == 'torch')))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == []
+
+
+@pytest.mark.parametrize("package", _LAZY_PACKAGES)
+def test_lazy_reexports_are_the_defining_modules_objects(package):
+    """Every name of ``__all__`` resolves to the very object of the module it comes from, ``from ... import *``
+    and ``dir()`` see them all, and an unknown name is an ordinary AttributeError."""
+    pkg = importlib.import_module(package)
+    assert sorted(pkg.__all__) == sorted(pkg._EXPORTS)
+    for name, target in pkg._EXPORTS.items():
+        module, _, attr = target.partition(":")
+        assert getattr(pkg, name) is getattr(importlib.import_module(module, package), attr or name), name
+    namespace: dict[str, object] = {}
+    exec(f"from {package} import *", namespace)  # the star import is what is tested
+    assert set(pkg.__all__) <= set(namespace)
+    assert set(pkg.__all__) <= set(dir(pkg))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pkg.no_such_name  # noqa: B018
+
+
+def test_eval_cli_reexports_resolve():
+    """Names other modules import from eval_cli still come from there, though it no longer imports torch."""
+    from anomalyseg.engine import checkpoint, eval_cli
+    from anomalyseg.models import checkpoints
+
+    assert eval_cli.resolve_checkpoint is checkpoint.resolve_checkpoint
+    assert eval_cli.file_sha256 is checkpoints.file_sha256

@@ -15,19 +15,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from anomalyseg import __version__
 from anomalyseg.argtypes import int_at_least, size_wh
 from anomalyseg.engine import eval_sets
-from anomalyseg.engine.checkpoint import resolve_checkpoint as resolve_checkpoint  # re-exported (eval_sets, viz)
 from anomalyseg.engine.scorer_states import default_states_path as default_states_path  # re-exported (viz)
 from anomalyseg.engine.scorer_states import entries_to_keep, write_states
 from anomalyseg.engine.scorer_states import load_fitted as load_fitted  # re-exported (viz)
 from anomalyseg.errors import UserError
-from anomalyseg.models.checkpoints import file_sha256 as file_sha256  # re-exported (eval_sets, viz)
+from anomalyseg.lazy import lazy_exports
 
 log = logging.getLogger(__name__)
+
+# Re-exported for eval_sets and viz, imported on first use: their modules import torch, which
+# 'anomalyseg evaluate --help' must not pay for (the handlers import what they run).
+__getattr__, __dir__ = lazy_exports(__name__, {"resolve_checkpoint": "anomalyseg.engine.checkpoint",
+                                               "file_sha256": "anomalyseg.models.checkpoints"})
 
 EVAL_EPILOG = """\
 examples:
@@ -120,6 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------------------------
 def versions() -> dict[str, str]:
     import numpy as np
+    import torch
 
     return {"anomalyseg": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
             "numpy": np.__version__, "platform": platform.platform()}
@@ -149,7 +152,7 @@ def _setup(args: argparse.Namespace, split: str, ctx: Any) -> tuple[Any, Any, An
 
     from anomalyseg.data import StreetHazards
     from anomalyseg.data.transforms import EvalTransform
-    from anomalyseg.engine.checkpoint import load_model_from_checkpoint
+    from anomalyseg.engine.checkpoint import load_model_from_checkpoint, resolve_checkpoint
 
     size = None if args.size is None else (args.size[1], args.size[0])
     dataset = StreetHazards(args.data_root, split, transform=EvalTransform(size=size), on_error="raise")
@@ -193,9 +196,11 @@ def _input_record(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------
 def handle_evaluate(args: argparse.Namespace) -> int:
     from anomalyseg.data import STREETHAZARDS
+    from anomalyseg.engine.checkpoint import resolve_checkpoint
     from anomalyseg.engine.distributed import barrier, cleanup, init_distributed
     from anomalyseg.engine.evaluate import run_evaluation
     from anomalyseg.engine.tta import TTA
+    from anomalyseg.models.checkpoints import file_sha256
     from anomalyseg.report.results import check_writable
     from anomalyseg.scoring import scorers_from_spec
 
@@ -281,10 +286,12 @@ def _summary(record: dict[str, Any]) -> None:
 
 
 def handle_fit(args: argparse.Namespace) -> int:
+    from anomalyseg.engine.checkpoint import resolve_checkpoint
     from anomalyseg.engine.distributed import barrier, cleanup, init_distributed
     from anomalyseg.engine.evaluate import fit_scorers
     from anomalyseg.engine.guards import assert_no_anomaly, check_split_allowed
     from anomalyseg.engine.tta import TTA
+    from anomalyseg.models.checkpoints import file_sha256
     from anomalyseg.scoring import available_scorers, get_scorer, scorers_from_spec
 
     check_split_allowed(args.split, "fitting scorers")

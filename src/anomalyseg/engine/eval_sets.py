@@ -43,9 +43,9 @@ preprocesses correctly without retyping it. An existing --out is kept unless --f
 # Arguments
 # ---------------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """``--dataset`` and ``--input-contract`` of ``evaluate``."""
-    from anomalyseg.data.anomaly_folder import PRESETS
-    from anomalyseg.models.checkpoints import CONTRACT_HELP
+    """``--dataset`` and ``--input-contract`` of ``evaluate`` (torch-free imports: ``--help`` stays fast)."""
+    from anomalyseg.data.anomaly_presets import PRESETS
+    from anomalyseg.models.contract_syntax import CONTRACT_HELP
 
     p.add_argument("--dataset", default=STREETHAZARDS, metavar="NAMES",
                    help=f"{STREETHAZARDS} (default), or real-photo sets, comma-separated: {', '.join(PRESETS)}; "
@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_datasets(text: str) -> list[str] | None:
     """``None`` for StreetHazards, else the requested preset keys (``[]`` = every set present)."""
-    from anomalyseg.data.anomaly_folder import PRESETS
+    from anomalyseg.data.anomaly_presets import PRESETS
 
     items = [t.strip().lower().replace("-", "_") for t in text.split(",") if t.strip()]
     if not items or items == [STREETHAZARDS]:
@@ -245,7 +245,7 @@ def handle_anomaly_sets(args: argparse.Namespace, presets: list[str]) -> int:
 # ---------------------------------------------------------------------------------------------------
 def register_import(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``import-checkpoint`` subcommand."""
-    from anomalyseg.models.checkpoints import CONTRACT_HELP
+    from anomalyseg.models.contract_syntax import CONTRACT_HELP
 
     p = subparsers.add_parser(
         "import-checkpoint", help="convert a PyTorch-ENet / ERFNet checkpoint, with its input contract",

@@ -2,28 +2,61 @@
 
 >>> model = build_model("deeplabv3plus_resnet18", num_classes=13)
 >>> out = model(images, return_features=True)   # out.logits (B,13,H,W), out.features["layer3"]
+
+The names below are imported on first use (:mod:`anomalyseg.lazy`): the models import torch, which
+``anomalyseg models --help`` and the other commands' helps must not pay for.
 """
 
-from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel
-from anomalyseg.models.checkpoints import (
-    InputContract,
-    contract_from_checkpoint,
-    import_checkpoint,
-    parse_contract,
-    resolve_contract,
-)
-from anomalyseg.models.outputs import SegOutput
-from anomalyseg.models.registry import (
-    MODELS,
-    ModelSpec,
-    available_models,
-    build_model,
-    count_parameters,
-    model_spec,
-    parameter_count,
-    weights_offline,
-)
-from anomalyseg.models.state import LoadReport, load_model_state
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from anomalyseg.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel
+    from anomalyseg.models.checkpoints import (
+        InputContract,
+        contract_from_checkpoint,
+        import_checkpoint,
+        parse_contract,
+        resolve_contract,
+    )
+    from anomalyseg.models.outputs import SegOutput
+    from anomalyseg.models.registry import (
+        MODELS,
+        ModelSpec,
+        available_models,
+        build_model,
+        count_parameters,
+        model_spec,
+        parameter_count,
+        weights_offline,
+    )
+    from anomalyseg.models.state import LoadReport, load_model_state
+
+_EXPORTS = {
+    "IMAGENET_MEAN": ".base",
+    "IMAGENET_STD": ".base",
+    "SegmentationModel": ".base",
+    "InputContract": ".checkpoints",
+    "contract_from_checkpoint": ".checkpoints",
+    "import_checkpoint": ".checkpoints",
+    "parse_contract": ".checkpoints",
+    "resolve_contract": ".checkpoints",
+    "SegOutput": ".outputs",
+    "MODELS": ".registry",
+    "ModelSpec": ".registry",
+    "available_models": ".registry",
+    "build_model": ".registry",
+    "count_parameters": ".registry",
+    "model_spec": ".registry",
+    "parameter_count": ".registry",
+    "weights_offline": ".registry",
+    "LoadReport": ".state",
+    "load_model_state": ".state",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "IMAGENET_MEAN",

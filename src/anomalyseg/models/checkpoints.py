@@ -30,6 +30,8 @@ import torch
 
 from anomalyseg.errors import UserError
 from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD
+from anomalyseg.models.contract_syntax import CONTRACT_HELP as CONTRACT_HELP  # re-exported
+from anomalyseg.models.contract_syntax import CONTRACT_KEYS
 from anomalyseg.torchfile import load_torch_file
 
 log = logging.getLogger(__name__)
@@ -163,13 +165,8 @@ def _close(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Command-line strings
+# Command-line strings (syntax and help text: anomalyseg.models.contract_syntax)
 # ---------------------------------------------------------------------------------------------------
-_CONTRACT_KEYS = ("size", "norm", "mean", "std", "classes", "void")
-CONTRACT_HELP = ("KEY=VALUE,...: size=HxW (height first, e.g. 512x1024), norm=none|imagenet, mean=R/G/B, "
-                 "std=R/G/B, classes=cityscapes|N|name/name/..., void=INDEX|none")
-
-
 def parse_contract(text: str, base: InputContract | None = None) -> InputContract:
     """Parse ``"size=512x1024,norm=none,void=19,classes=cityscapes"``; keys not given keep ``base``'s values.
 
@@ -184,7 +181,7 @@ def parse_contract(text: str, base: InputContract | None = None) -> InputContrac
             continue
         key, sep, value = item.partition("=")
         key = key.strip().lower()
-        if not sep or key not in _CONTRACT_KEYS:
+        if not sep or key not in CONTRACT_KEYS:
             raise UserError(f"input contract item {item!r}: expected {CONTRACT_HELP}")
         if key in pairs:
             raise UserError(f"input contract: {key} given twice")

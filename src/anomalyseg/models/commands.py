@@ -6,7 +6,6 @@ import argparse
 import json
 
 from anomalyseg.errors import UserError
-from anomalyseg.models.registry import MODELS, parameter_count, weights_offline
 
 _EXAMPLES = """examples:
   anomalyseg models list
@@ -43,6 +42,8 @@ def _no_subcommand(parser: argparse.ArgumentParser) -> int:
 
 def model_rows(num_classes: int = 13, small_only: bool = False) -> list[dict]:
     """One dict per model: name, family, params, small, pretrained (source), offline (weights here)."""
+    from anomalyseg.models.registry import MODELS, parameter_count, weights_offline
+
     if num_classes < 1:
         raise UserError(f"--num-classes must be positive, got {num_classes}")
     rows = []
