@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve
 
-from anomalyseg.metrics.curves import CurveScan, curve_metrics, downsample_curve, exact_counts
+from anomalyseg.metrics.curves import CurveScan, curve_metrics, exact_counts
 
 RULES = ("first", "closest", "interp")
 
@@ -35,7 +35,8 @@ def test_reduced_exact_curve_equals_the_full_curve(rule):
     for y, s in _cases(rng):
         tps, fps, thr = exact_counts(torch.from_numpy(s), torch.from_numpy(y))
         assert tps.size <= 2 * np.unique(s[y]).size + 1  # ~2 points per distinct positive score
-        full = curve_metrics(*_full_curve(y, s)[:2], rule, thresholds=_full_curve(y, s)[2].astype(np.float32))
+        full_tps, full_fps, full_thr = _full_curve(y, s)
+        full = curve_metrics(full_tps, full_fps, rule, thresholds=full_thr.astype(np.float32))
         reduced = curve_metrics(tps, fps, rule, thresholds=thr)
         for key, value in full.items():
             assert reduced[key] == pytest.approx(value, abs=1e-12), key
@@ -61,7 +62,9 @@ def test_downsampled_curve_keeps_the_ends_and_follows_tpr_and_fpr():
     rng = np.random.default_rng(5)
     y, s = next(_cases(rng))
     tps, fps, thr = _full_curve(y, s)
-    c = downsample_curve(tps, fps, thr, max_points=40)
+    scan = CurveScan(tps[-1], fps[-1], max_points=40)
+    scan.add(tps, fps, thr)
+    c = scan.downsampled()
     assert c["tpr"][-1] == 1.0 and c["fpr"][-1] == 1.0 and c["thresholds"][0] == thr[0]
     assert len(c["tpr"]) <= 41 and np.all(np.diff(c["tpr"]) >= 0) and np.all(np.diff(c["fpr"]) >= 0)
     assert np.max(np.diff(c["tpr"])) <= 1 / 19 + 1 / y.sum()  # no gap wider than one grid step (+ one point)

@@ -33,6 +33,7 @@ from anomalyseg.engine.timing import StageTimer, timings_summary
 from anomalyseg.engine.tta import TTA, forward
 from anomalyseg.errors import NotFittedError, UserError
 from anomalyseg.metrics import AnomalyMetrics, SegmentationMetrics
+from anomalyseg.metrics.anomaly import check_finite
 from anomalyseg.metrics.base import distributed_ready
 from anomalyseg.scoring import FIT_COMMAND, Scorer, check_unique
 from anomalyseg.scoring.base import labels_at
@@ -318,9 +319,10 @@ class _MetricFeed:
     def submit(self, name: str, score: torch.Tensor, targets: dict[str, torch.Tensor],
                records: list[dict[str, Any]]) -> None:
         """Start the metric work of ``name`` on this batch; its per-image values go into ``records``."""
-        finite = np.isfinite(score.numpy()).all() if score.device.type == "cpu" else torch.isfinite(score).all()
-        if not bool(finite):
-            raise UserError(f"scorer '{name}' produced non-finite scores (NaN or inf); metrics need finite scores")
+        try:
+            check_finite(score)
+        except ValueError as exc:
+            raise UserError(f"scorer '{name}' produced non-finite scores: {exc}") from None
         for p in self.accs[name]:
             if self.pool is None:
                 self.timer.add(self._work(name, p, score, targets[p]), f"metrics/{name}")

@@ -39,6 +39,17 @@ DEFAULT_BITS = 27
 _NAN = float("nan")
 
 
+def check_finite(scores: torch.Tensor) -> None:
+    """Raise ``ValueError`` when ``scores`` hold NaN or inf (numpy on CPU; one host sync on GPU)."""
+    if scores.device.type == "cpu":
+        ok = bool(np.isfinite(scores.detach().float().numpy()).all())
+    else:
+        ok = bool(torch.isfinite(scores).all())
+    if not ok:
+        n = int((~torch.isfinite(scores)).sum())
+        raise ValueError(f"scores contain {n} non-finite values (NaN or inf); fix the scorer before measuring")
+
+
 class AnomalyMetrics(Accumulator):
     """Streaming AUROC / AUPR / FPR95 with higher score = more anomalous.
 
@@ -101,19 +112,19 @@ class AnomalyMetrics(Accumulator):
         if not self.validate:
             return
         if scores.device.type == "cpu":  # numpy: torch's CPU elementwise kernels are several times slower here
+            check_finite(scores)
             tn = target.numpy()
             ok = (tn == 0) | (tn == 1)
             if self.ignore_index is not None:
                 ok |= tn == self.ignore_index
-            bad_score, bad_target = not np.isfinite(scores.detach().float().numpy()).all(), not ok.all()
+            bad_target = not ok.all()
         else:
             ok_target = (target == 0) | (target == 1)
             if self.ignore_index is not None:
                 ok_target |= target == self.ignore_index
             bad_score, bad_target = torch.stack([(~torch.isfinite(scores)).any(), (~ok_target).any()]).tolist()
-        if bad_score:
-            n = int((~torch.isfinite(scores)).sum())
-            raise ValueError(f"scores contain {n} non-finite values (NaN or inf); fix the scorer before measuring")
+            if bad_score:
+                check_finite(scores)
         if bad_target:
             ok_target = (target == 0) | (target == 1)
             if self.ignore_index is not None:

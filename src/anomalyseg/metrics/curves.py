@@ -287,11 +287,3 @@ def curve_metrics(tps: Any, fps: Any, fpr_rule: FprRule = "first", thresholds: A
     if thresholds is None:
         del out["threshold_fpr95"], out["threshold_best_f1"]
     return out
-
-
-def downsample_curve(tps: Any, fps: Any, thresholds: Any, max_points: int = 1024) -> dict[str, list[float]]:
-    """A plotting copy of the curve: points spread evenly in TPR and in FPR, ends included."""
-    t, f = _host(tps).astype(np.float64), _host(fps).astype(np.float64)
-    scan = CurveScan(t[-1], f[-1], max_points=max_points)
-    scan.add(t, f, _host(thresholds))
-    return scan.downsampled()
