@@ -4,7 +4,8 @@ glibc serves every allocation above its mmap threshold (at most 32 MiB by defaul
 and returns it on free, so each large torch CPU tensor (a 13x720x1280 float logit map is 48 MB) pays one
 page fault per 4 KiB page on first write. On this project's 2-core machine that made torch element-wise
 ops 5-8x slower than the arithmetic (``x - y`` on 12 M floats: 36 ms vs 4.4 ms) and a DeepLabV3+-R18
-forward at 1280x720 23 % slower (``benchmarks/evaluate.py`` prints both). Raising the mmap and trim
+forward at 1280x720 23 % slower (small timing scripts); end to end, ``benchmarks/evaluate.py`` with and without
+``--no-malloc-tuning`` measured 1.19 vs 1.50 s per image for six scorers. Raising the mmap and trim
 thresholds keeps freed buffers in the heap for reuse, the effect PyTorch's CPU performance guide gets from
 jemalloc / tcmalloc, without a dependency. The cost: the process keeps its high-water heap.
 Opt out with ``ANOMALYSEG_MALLOC_TUNING=0``.
