@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from anomalyseg.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from anomalyseg.constants import IGNORE_INDEX
     from anomalyseg.data.anomaly_folder import PRESETS as ANOMALY_SETS
     from anomalyseg.data.anomaly_folder import (
         AnomalyImageFolder,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
         resize_pair,
     )
     from anomalyseg.data.cityscapes import CITYSCAPES, CITYSCAPES_CLASSES, Cityscapes
-    from anomalyseg.data.info import IGNORE_INDEX, SPLITS, STREETHAZARDS, DatasetInfo
+    from anomalyseg.data.info import SPLITS, STREETHAZARDS, DatasetInfo
     from anomalyseg.data.io import SampleError
     from anomalyseg.data.samples import anomaly_target, collate_samples
     from anomalyseg.data.streethazards import StreetHazards
@@ -45,7 +46,7 @@ _EXPORTS = {
     "CITYSCAPES": ".cityscapes",
     "CITYSCAPES_CLASSES": ".cityscapes",
     "Cityscapes": ".cityscapes",
-    "IGNORE_INDEX": ".info",
+    "IGNORE_INDEX": "anomalyseg.constants",
     "SPLITS": ".info",
     "STREETHAZARDS": ".info",
     "DatasetInfo": ".info",

@@ -31,13 +31,12 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from anomalyseg.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.data.anomaly_presets import PRESETS as PRESETS  # re-exported (data, benchmarks, tests)
 from anomalyseg.data.anomaly_presets import AnomalySetInfo as AnomalySetInfo
 from anomalyseg.data.anomaly_presets import available_presets as available_presets
-from anomalyseg.data.info import IGNORE_INDEX
 from anomalyseg.data.io import SampleError, read_sample_image, read_sample_label
 from anomalyseg.data.samples import Transform, make_sample
-from anomalyseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.errors import UserError
 
 log = logging.getLogger(__name__)

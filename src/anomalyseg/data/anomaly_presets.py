@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from anomalyseg.data.info import IGNORE_INDEX
+from anomalyseg.constants import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ import numpy as np
 from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes as _TVCityscapes
 
-from anomalyseg.data.info import IGNORE_INDEX, DatasetInfo
+from anomalyseg.constants import IGNORE_INDEX
+from anomalyseg.data.info import DatasetInfo
 from anomalyseg.data.io import read_sample_image, read_sample_label
 from anomalyseg.data.samples import Transform, make_sample
 from anomalyseg.errors import UserError

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from anomalyseg.constants import IGNORE_INDEX
+
 #: Split names accepted by the loader and the commands.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-#: Value written to labels for pixels that carry no class (outside 1..14 in the PNG, crop padding).
-IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from anomalyseg.data.info import IGNORE_INDEX, STREETHAZARDS
+from anomalyseg.constants import IGNORE_INDEX
+from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.errors import UserError
 
 #: Exceptions that mean "this file could not be decoded" (PIL raises all of these for broken PNGs).

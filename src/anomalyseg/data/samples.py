@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from anomalyseg.data.info import IGNORE_INDEX, STREETHAZARDS
+from anomalyseg.constants import IGNORE_INDEX
+from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.data.io import check_same_size
 
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)

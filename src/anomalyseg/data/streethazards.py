@@ -16,7 +16,8 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
-from anomalyseg.data.info import IGNORE_INDEX, STREETHAZARDS, DatasetInfo
+from anomalyseg.constants import IGNORE_INDEX
+from anomalyseg.data.info import STREETHAZARDS, DatasetInfo
 from anomalyseg.data.io import (
     DECODE_ERRORS,
     SampleError,

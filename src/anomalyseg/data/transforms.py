@@ -17,8 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from anomalyseg.constants import IMAGENET_MEAN, IMAGENET_STD
 
 #: Default colour jitter strengths (brightness, contrast, saturation, hue).
 DEFAULT_JITTER: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.05)

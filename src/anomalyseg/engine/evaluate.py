@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.engine.timing import StageTimer, timings_summary
 from anomalyseg.engine.tta import TTA, forward
 from anomalyseg.errors import NotFittedError, UserError
@@ -40,7 +41,6 @@ from anomalyseg.scoring.base import labels_at
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 PROTOCOLS = ("per_image", "pooled")
 EVAL_AT = ("label", "input", "model")  # "model" = "input": labels resized to the model input
 FPR_RULES = ("first", "interp")

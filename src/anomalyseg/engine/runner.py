@@ -168,8 +168,8 @@ def _run(cfg: Config, ctx: D.DistContext, resume: Path | None) -> Path:
         class_weights = balanced_class_weights(counts[:num_classes], t.class_balance)
         log.info("class weights (%s): %s", t.class_balance, ", ".join(f"{w:.2f}" for w in class_weights))
 
+    from anomalyseg.constants import IMAGENET_MEAN, IMAGENET_STD
     from anomalyseg.data.samples import collate_samples
-    from anomalyseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     pin = dev.type == "cuda"
     loader, sampler = make_train_loader(train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers,

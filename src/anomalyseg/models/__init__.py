@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from anomalyseg.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel
+    from anomalyseg.constants import IMAGENET_MEAN, IMAGENET_STD
+    from anomalyseg.models.base import SegmentationModel
     from anomalyseg.models.checkpoints import (
         InputContract,
         contract_from_checkpoint,
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
     from anomalyseg.models.state import LoadReport, load_model_state
 
 _EXPORTS = {
-    "IMAGENET_MEAN": ".base",
-    "IMAGENET_STD": ".base",
+    "IMAGENET_MEAN": "anomalyseg.constants",
+    "IMAGENET_STD": "anomalyseg.constants",
     "SegmentationModel": ".base",
     "InputContract": ".checkpoints",
     "contract_from_checkpoint": ".checkpoints",

@@ -19,12 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.segmentation.fcn import FCNHead
 
+from anomalyseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.errors import UserError
 from anomalyseg.models.outputs import SegOutput
 
 #: What callers must feed every model: RGB in [0, 1], normalised with these (the data presets' default).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 #: State-dict prefixes of auxiliary heads (torchvision's own and the generic one added here).
 AUX_PREFIXES: tuple[str, ...] = ("aux_classifier.", "aux_head.")

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
+from anomalyseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.errors import UserError
-from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.models.contract_syntax import CONTRACT_HELP as CONTRACT_HELP  # re-exported
 from anomalyseg.models.contract_syntax import CONTRACT_KEYS
 from anomalyseg.torchfile import load_torch_file

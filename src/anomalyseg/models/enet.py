@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD
+from anomalyseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.models.ported import PortedModel
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD
+from anomalyseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.models.ported import PortedModel
 
 _EPS = 1e-3

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from anomalyseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.errors import UserError
-from anomalyseg.models.base import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel, check_options
+from anomalyseg.models.base import SegmentationModel, check_options
 
 
 class PortedModel(SegmentationModel):

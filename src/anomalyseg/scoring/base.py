@@ -24,7 +24,6 @@ import torch
 import torch.distributed as dist
 
 from anomalyseg.errors import NotFittedError, UserError
-from anomalyseg.scoring.labels import IGNORE_INDEX as IGNORE_INDEX  # re-exported: scorers import it from here
 from anomalyseg.scoring.labels import check_fit_label
 from anomalyseg.scoring.labels import labels_at as labels_at  # re-exported for existing importers
 

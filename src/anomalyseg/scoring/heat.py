@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.scoring.base import mean_std, require
 from anomalyseg.scoring.features import FeatureScorer, flat_pixels, upsample
-from anomalyseg.scoring.labels import IGNORE_INDEX, labels_at
+from anomalyseg.scoring.labels import labels_at
 from anomalyseg.scoring.posthoc import energy
 from anomalyseg.scoring.spatial import box_smooth
 

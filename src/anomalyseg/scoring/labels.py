@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.errors import UserError
-
-IGNORE_INDEX = 255
 
 
 def check_fit_label(label: torch.Tensor, logits: torch.Tensor, scorer: str) -> int:

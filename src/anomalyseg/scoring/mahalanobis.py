@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.scoring.base import require
 from anomalyseg.scoring.features import FeatureScorer, flat_pixels, upsample
-from anomalyseg.scoring.labels import IGNORE_INDEX, labels_at
+from anomalyseg.scoring.labels import labels_at
 
 if TYPE_CHECKING:
     from anomalyseg.models.outputs import SegOutput

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from anomalyseg.scoring.base import IGNORE_INDEX, Scorer, known_classes_setting, mean_std, require
+from anomalyseg.constants import IGNORE_INDEX
+from anomalyseg.scoring.base import Scorer, known_classes_setting, mean_std, require
 from anomalyseg.scoring.spatial import boundary_suppression, dilated_smoothing
 
 if TYPE_CHECKING:

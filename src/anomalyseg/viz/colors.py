@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from anomalyseg.data.info import IGNORE_INDEX, STREETHAZARDS
+from anomalyseg.constants import IGNORE_INDEX
+from anomalyseg.data.info import STREETHAZARDS
 
 RGB = tuple[int, int, int]
 

@@ -23,7 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from anomalyseg.data.info import IGNORE_INDEX, STREETHAZARDS
+from anomalyseg.constants import IGNORE_INDEX
+from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.metrics import SegmentationMetrics
 from anomalyseg.viz import colors as C
 
