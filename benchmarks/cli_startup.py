@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from anomalyseg.cli import COMMANDS
+from anomalyseg.cli import build_parser
 
 SCRIPT = Path(sys.executable).with_name("anomalyseg")
 NESTED: tuple[tuple[str, ...], ...] = (("data", "check"), ("data", "synth"), ("models", "list"))
@@ -29,7 +29,8 @@ NESTED: tuple[tuple[str, ...], ...] = (("data", "check"), ("data", "synth"), ("m
 
 def _cases() -> list[tuple[str, list[str]]]:
     cases = [("anomalyseg --version", [str(SCRIPT), "--version"]), ("anomalyseg --help", [str(SCRIPT), "--help"])]
-    for words in [(c,) for c, _, _ in COMMANDS] + list(NESTED):
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for words in [(c,) for c in commands] + list(NESTED):
         cases.append((f"anomalyseg {' '.join(words)} --help", [str(SCRIPT), *words, "--help"]))
     cases.append(("full parser (every stage)",
                   [sys.executable, "-c", "from anomalyseg.cli import build_parser; build_parser()"]))

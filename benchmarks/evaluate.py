@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from anomalyseg.data import StreetHazards, collate_samples
 from anomalyseg.data.synthetic import write_synthetic
 from anomalyseg.data.transforms import EvalTransform
-from anomalyseg.engine.evaluate import run_evaluation
+from anomalyseg.engine.evaluate import EvalPlan, run_evaluation
 from anomalyseg.models import build_model
 from anomalyseg.runtime import tune_cpu_allocator
 from anomalyseg.scoring import scorers_from_spec
@@ -37,7 +37,7 @@ DEFAULT_SCORERS = "max_logit,msp,energy,entropy,rba,gen"
 
 def _timed(model, loader, scorers, device, protocols) -> tuple[float, dict]:
     start, cpu = time.perf_counter(), time.process_time()
-    res = run_evaluation(model, loader, scorers, device, protocols=protocols)
+    res = run_evaluation(model, loader, scorers, device, EvalPlan(protocols=protocols))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     res["cpu_seconds"] = time.process_time() - cpu  # all threads of this process

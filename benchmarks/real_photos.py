@@ -31,10 +31,12 @@ from typing import Any
 
 import torch
 
+from anomalyseg.checkpoints.contract import parse_contract
+from anomalyseg.checkpoints.foreign import import_checkpoint
+from anomalyseg.checkpoints.syntax import CONTRACT_HELP
 from anomalyseg.data.anomaly_folder import PRESETS, ModelResize, open_anomaly_sets
 from anomalyseg.metrics import AnomalyMetrics
 from anomalyseg.models import build_model
-from anomalyseg.models.checkpoints import CONTRACT_HELP, import_checkpoint, parse_contract
 from anomalyseg.scoring import Scorer, get_scorer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from anomalyseg import cli
+from anomalyseg.checkpoints.io import FORMAT, save_checkpoint
 from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.data.synthetic import write_synthetic
-from anomalyseg.engine.checkpoint import FORMAT, save_checkpoint
 from anomalyseg.errors import UserError
 
 TINY = "tests.engine.tiny_model:build"
@@ -30,8 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def _with_demo(monkeypatch, tmp_path):
     """``demo`` registered (whether or not cli.py lists it yet); label-scan cache in the test's folder."""
-    if "anomalyseg.demo_cli" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "anomalyseg.demo_cli"))
     monkeypatch.setenv("ANOMALYSEG_CACHE_DIR", str(tmp_path / "cache"))
 
 

@@ -11,12 +11,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from anomalyseg import cli, demo_cli
+from anomalyseg import cli
+from anomalyseg.cli import demo as demo_cli
 from anomalyseg.config import config_from_dict, config_to_dict
-from anomalyseg.demo import MANIFEST, PRESETS, DemoConfig, encoder_init, load_demo_config, prepare_out
 from anomalyseg.errors import UserError
 from anomalyseg.report.results import read_results
 from anomalyseg.scoring import scorers_from_spec
+from anomalyseg.workflows.demo import MANIFEST, PRESETS, DemoConfig, encoder_init, load_demo_config, prepare_out
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: ~30 s on 2 CPU cores: 64x48 frames, 16 training images, 2 epochs.
@@ -29,8 +30,6 @@ TINY = ["data.train=16", "data.val=4", "data.test=4", "data.size=[64,48]", "data
 
 @pytest.fixture(autouse=True)
 def _setup(monkeypatch, tmp_path):
-    if "anomalyseg.demo_cli" not in cli.COMMAND_MODULES:  # the lead registers it in cli.py
-        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "anomalyseg.demo_cli"))
     monkeypatch.setenv("ANOMALYSEG_CACHE_DIR", str(tmp_path / "cache"))
 
 
@@ -40,8 +39,6 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
     mp = pytest.MonkeyPatch()
     mp.setenv("ANOMALYSEG_CACHE_DIR", str(out.parent / "cache"))
-    if "anomalyseg.demo_cli" not in cli.COMMAND_MODULES:
-        mp.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "anomalyseg.demo_cli"))
     buf = io.StringIO()
     try:
         mp.setattr("sys.stdout", buf)

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 from tests.engine.tiny_model import build
 
+from anomalyseg.checkpoints import io as ck
+from anomalyseg.checkpoints.reload import load_model
 from anomalyseg.config import Config, config_to_dict
-from anomalyseg.engine import checkpoint as ck
 from anomalyseg.errors import UserError
-from anomalyseg.torchfile import is_torch_file
+from anomalyseg.files import is_torch_file
 
 
 class Evil:
@@ -155,17 +156,18 @@ def test_checkpoints_with_and_without_aux_head_load():
     assert torch.equal(with_aux.eval()(x).logits, without.eval()(x).logits)
 
 
-def test_load_model_from_checkpoint_rebuilds_eval_model(tmp_path):
+def test_load_model_rebuilds_eval_model(tmp_path):
     cfg = Config()
     cfg.model.name = "tests.engine.tiny_model:build"
     cfg.model.options = {"width": 4}
     model = build(13, width=4)
     ck.save_checkpoint(tmp_path / "best.pt", {"format": ck.FORMAT, "model": model.state_dict(), "num_classes": 13,
                                              "model_name": cfg.model.name, "config": config_to_dict(cfg)})
-    rebuilt, meta = ck.load_model_from_checkpoint(tmp_path / "best.pt", "cpu", num_classes=13)
+    loaded = load_model(tmp_path / "best.pt", "cpu", class_names=[f"c{i}" for i in range(13)])
+    rebuilt, meta = loaded.model, loaded.checkpoint
     assert not rebuilt.training and rebuilt.aux_head is None
     x = torch.randn(2, 3, 6, 6)
     assert torch.equal(rebuilt(x).logits, model.eval()(x).logits)
     assert meta["model_name"] == "tests.engine.tiny_model:build"
     with pytest.raises(UserError, match="predicts 13 classes"):
-        ck.load_model_from_checkpoint(tmp_path / "best.pt", num_classes=20)
+        load_model(tmp_path / "best.pt", class_names=[f"c{i}" for i in range(20)])

@@ -11,11 +11,12 @@ import pytest
 import torch
 from tests.engine.helpers import REPO_ROOT, subprocess_env, tiny_overrides
 
+from anomalyseg.checkpoints.io import load_checkpoint
+from anomalyseg.checkpoints.reload import load_model
 from anomalyseg.config import dump_config, load_config
 from anomalyseg.data.samples import collate_samples
 from anomalyseg.data.streethazards import StreetHazards
 from anomalyseg.data.transforms import EvalTransform
-from anomalyseg.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
 from anomalyseg.engine.train import evaluate_segmentation
 
 
@@ -40,7 +41,7 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # ranks draw different dropout
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
 
-    model, _ = load_model_from_checkpoint(run_dir / "checkpoints" / "last.pt", "cpu", num_classes=13)
+    model = load_model(run_dir / "checkpoints" / "last.pt", "cpu").model
     # 5 val images: rank 0 gets 3, rank 1 gets 2 (a padding sampler would count one image twice)
     val = torch.utils.data.Subset(StreetHazards(synth_root, "val", transform=EvalTransform()), range(5))
     loader = torch.utils.data.DataLoader(val, batch_size=1, collate_fn=collate_samples)

@@ -13,11 +13,13 @@ from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_s
 from tests.engine.tiny_model import build
 from torch.utils.data import DataLoader
 
+from anomalyseg.checkpoints.io import FORMAT, save_checkpoint
+from anomalyseg.checkpoints.reload import load_model
 from anomalyseg.data import STREETHAZARDS, StreetHazards, collate_samples
 from anomalyseg.data.synthetic import write_synthetic
 from anomalyseg.data.transforms import EvalTransform
-from anomalyseg.engine.checkpoint import FORMAT, load_model_from_checkpoint, save_checkpoint
-from anomalyseg.engine.evaluate import fit_scorers, run_evaluation
+from anomalyseg.engine.evaluate import EvalPlan, run_evaluation
+from anomalyseg.engine.fit import fit_scorers
 from anomalyseg.engine.tta import TTA, forward
 from anomalyseg.errors import NotFittedError, UserError
 from anomalyseg.scoring import get_scorer
@@ -58,7 +60,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(ckpt):
-    return load_model_from_checkpoint(ckpt, "cpu", num_classes=13)[0]
+    return load_model(ckpt, "cpu").model
 
 
 def loader(root: Path, split: str = "test", size: tuple[int, int] | None = INPUT_HW, batch_size: int = 2):
@@ -118,7 +120,7 @@ def reference(model, root: Path, ignore_ids: tuple[int, ...] = ()) -> dict:
 
 def test_numbers_equal_an_sklearn_loop_over_upsampled_logits(tree, model):
     res = run_evaluation(model, loader(tree), [get_scorer("max_logit"), get_scorer("energy")], "cpu",
-                         class_names=STREETHAZARDS.class_names)
+                         EvalPlan(class_names=STREETHAZARDS.class_names))
     ref = reference(model, tree)
     records = res["per_image"]
     assert [r["id"] for r in records] == [r["id"] for r in ref["per_image"]]
@@ -145,7 +147,7 @@ def test_numbers_equal_an_sklearn_loop_over_upsampled_logits(tree, model):
 
 def test_ignore_ids_leave_pixels_out_of_both_protocols(tree, model):
     other = STREETHAZARDS.class_names.index("other")
-    res = run_evaluation(model, loader(tree), [get_scorer("max_logit")], "cpu", ignore_ids=(other, 0))
+    res = run_evaluation(model, loader(tree), [get_scorer("max_logit")], "cpu", EvalPlan(ignore_ids=(other, 0)))
     ref = reference(model, tree, ignore_ids=(other, 0))
     m = res["scorers"]["max_logit"]["metrics"]
     for key in ("auroc", "aupr", "fpr95"):
@@ -154,10 +156,10 @@ def test_ignore_ids_leave_pixels_out_of_both_protocols(tree, model):
     settings = m["per_image"]["protocol_settings"]
     assert settings["ignore_ids"] == [0, other] and settings["ignore_index"] == 255
     assert settings["official_streethazards"] is False
-    plain = run_evaluation(model, loader(tree), [get_scorer("max_logit")], "cpu", protocols=("pooled",))
+    plain = run_evaluation(model, loader(tree), [get_scorer("max_logit")], "cpu", EvalPlan(protocols=("pooled",)))
     assert plain["scorers"]["max_logit"]["metrics"]["pooled"]["num_negative"] > m["pooled"]["num_negative"]
     with pytest.raises(UserError, match="both anomaly and ignored"):
-        run_evaluation(model, loader(tree), [], "cpu", ignore_ids=(13,))
+        run_evaluation(model, loader(tree), [], "cpu", EvalPlan(ignore_ids=(13,)))
 
 
 def test_one_pass_equals_separate_single_scorer_passes(tree, model):
@@ -199,8 +201,8 @@ def test_unfitted_scorer_fails_before_the_first_batch(tree, model):
 
 
 def test_eval_at_input_resizes_labels_instead(tree, model):
-    res = run_evaluation(model, loader(tree), [get_scorer("max_logit")], "cpu", eval_at="input",
-                         protocols=("pooled",))
+    res = run_evaluation(model, loader(tree), [get_scorer("max_logit")], "cpu",
+                         EvalPlan(eval_at="input", protocols=("pooled",)))
     pooled = res["scorers"]["max_logit"]["metrics"]["pooled"]
     assert pooled["num_positive"] + pooled["num_negative"] == 5 * INPUT_HW[0] * INPUT_HW[1]
     assert pooled["protocol_settings"]["eval_at"] == "input" and "per_image" not in res["protocols"]
@@ -236,8 +238,8 @@ def test_tta_identities_and_average(tree, model):
 def test_tta_scale_one_only_equals_no_tta_end_to_end(tree, model):
     scorers = [get_scorer("max_logit"), get_scorer("energy")]
     base = run_evaluation(model, loader(tree), scorers, "cpu")
-    same = run_evaluation(model, loader(tree), scorers, "cpu", tta=TTA.parse("scales=1.0"))
-    flip = run_evaluation(model, loader(tree), scorers, "cpu", tta=TTA.parse("scales=1.0,flip"))
+    same = run_evaluation(model, loader(tree), scorers, "cpu", EvalPlan(tta=TTA.parse("scales=1.0")))
+    flip = run_evaluation(model, loader(tree), scorers, "cpu", EvalPlan(tta=TTA.parse("scales=1.0,flip")))
     assert same["scorers"] == base["scorers"]
     assert flip["tta"] == {"scales": [1.0], "flip": True, "views": 2, "average": "logits"}
     for name in ("max_logit", "energy"):
@@ -257,7 +259,7 @@ def test_the_real_streethazards_frame(streethazards_root, model):
     ds = StreetHazards(streethazards_root, "test", transform=EvalTransform(size=(360, 640)))
     assert ds.ids == ["t6/1028"]  # the only test image present with its label
     res = run_evaluation(model, DataLoader(ds, batch_size=1, collate_fn=collate_samples),
-                         [get_scorer("max_logit")], "cpu", protocols=("per_image",))
+                         [get_scorer("max_logit")], "cpu", EvalPlan(protocols=("per_image",)))
     raw = np.asarray(Image.open(ds.entries[0].label))
     record = res["per_image"][0]
     assert (record["num_anomaly"], record["num_normal"]) == (int((raw == 14).sum()), int((raw != 14).sum()))

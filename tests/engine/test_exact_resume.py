@@ -11,9 +11,9 @@ import time
 import pytest
 from tests.engine.helpers import REPO_ROOT, assert_same_weights, subprocess_env, tiny_overrides
 
+from anomalyseg.checkpoints.io import load_checkpoint
 from anomalyseg.cli import main as cli_main
 from anomalyseg.config import dump_config, load_config
-from anomalyseg.engine.checkpoint import load_checkpoint
 from anomalyseg.engine.train import train
 
 

@@ -14,11 +14,11 @@ from tests.engine.helpers import REPO_ROOT, subprocess_env
 from tests.engine.test_evaluate import make_checkpoint, make_tree
 from torch.utils.data import DataLoader
 
+from anomalyseg.checkpoints.reload import load_model
 from anomalyseg.cli import main
 from anomalyseg.data import StreetHazards, collate_samples
 from anomalyseg.data.transforms import EvalTransform
-from anomalyseg.engine.checkpoint import load_model_from_checkpoint
-from anomalyseg.engine.evaluate import fit_scorers
+from anomalyseg.engine.fit import fit_scorers
 from anomalyseg.errors import UserError
 from anomalyseg.scoring import get_scorer
 from anomalyseg.scoring.labels import labels_at
@@ -45,7 +45,7 @@ def test_cli_states_equal_a_direct_fit(tree, tmp_path):
     assert set(states["scorers"]) == {"sml", "heat", "mahalanobis"}  # sml_full shares sml's statistics
     assert states["scorers"]["heat"]["split"] == "val" and states["scorers"]["heat"]["num_images"] == 4
     # reference: the same model outputs and nearest-resized labels fed to Scorer.fit directly
-    model, _ = load_model_from_checkpoint(ckpt, "cpu", num_classes=13)
+    model = load_model(ckpt, "cpu").model
     ds = StreetHazards(tree, "val", transform=EvalTransform(size=(32, 48)))
     batches = []
     with torch.no_grad():
@@ -83,7 +83,7 @@ def test_split_with_anomaly_labels_is_refused(tree, tmp_path, capsys):
 
 
 def test_fit_loop_itself_refuses_anomaly_labels(tree, tmp_path):
-    model, _ = load_model_from_checkpoint(make_checkpoint(tmp_path / "m.pt"), "cpu", num_classes=13)
+    model = load_model(make_checkpoint(tmp_path / "m.pt"), "cpu").model
     loader = DataLoader(StreetHazards(tree, "test", transform=EvalTransform()), batch_size=2,
                         collate_fn=collate_samples)
     with pytest.raises(UserError, match="never on anomaly labels"):

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from tests.conftest import shared_path
 
+from anomalyseg.checkpoints.contract import parse_contract
+from anomalyseg.checkpoints.foreign import import_checkpoint
 from anomalyseg.models import SegmentationModel, build_model
-from anomalyseg.models.checkpoints import import_checkpoint, parse_contract
 
 ENET_CONTRACT = "size=512x1024,norm=none,void=19,classes=cityscapes"
 

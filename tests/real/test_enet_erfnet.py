@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from anomalyseg.checkpoints.foreign import import_checkpoint
 from anomalyseg.data.anomaly_folder import AnomalyImageFolder, ModelResize
 from anomalyseg.errors import UserError
 from anomalyseg.models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_parameters
-from anomalyseg.models.checkpoints import import_checkpoint
 
 # A few key names of the upstream codebases (davidtvs/PyTorch-ENet models/enet.py, Eromera/erfnet_pytorch
 # train/erfnet.py), written out here as the reference the state dicts must follow.

@@ -14,10 +14,11 @@ from tests.real.conftest import ENET_CONTRACT
 
 from anomalyseg.cli import main
 from anomalyseg.data.anomaly_folder import AnomalyImageFolder, ModelResize
-from anomalyseg.engine.eval_sets import parse_datasets, set_results_path
+from anomalyseg.data.registry import parse_datasets
 from anomalyseg.errors import UserError
 from anomalyseg.metrics import AnomalyMetrics
 from anomalyseg.report.results import read_results
+from anomalyseg.workflows.evaluate import results_path as set_results_path
 
 LIMIT = 2
 
@@ -96,16 +97,21 @@ def test_errors_before_any_forward(tmp_path: Path, enet_checkpoint_path: Path, r
     assert _evaluate(bare, road_anomaly_root, out, "--dataset", "fs_static", "--scorers", "void,msp") == 2
     assert "needs a void channel" in capsys.readouterr().err
     assert _evaluate(bare, road_anomaly_root, out, "--dataset", "nope", "--scorers", "msp") == 2
-    assert "unknown set" in capsys.readouterr().err
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
     assert not list(tmp_path.glob("r*"))
 
 
 def test_parse_datasets() -> None:
-    assert parse_datasets("streethazards") is None
-    assert parse_datasets("anomaly-sets") == []
-    assert parse_datasets("road_anomaly, smiyc-ra21,road_anomaly") == ["road_anomaly", "smiyc_ra21"]
-    with pytest.raises(UserError, match="unknown set"):
+    def names(text: str) -> list[str]:
+        return [s.name for s in parse_datasets(text)]
+
+    assert names("streethazards") == ["streethazards"]
+    assert names("anomaly-sets") == ["road_anomaly", "smiyc_ra21", "smiyc_ro21", "fs_static", "fs_lost_found"]
+    assert names("road_anomaly, smiyc-ra21,road_anomaly") == ["road_anomaly", "smiyc_ra21"]
+    with pytest.raises(UserError, match="only anomaly sets"):
         parse_datasets("streethazards,road_anomaly")
+    with pytest.raises(UserError, match="unknown dataset 'nope'; known: streethazards, cityscapes"):
+        parse_datasets("nope")
     assert set_results_path("out/enet.json", "fs_static") == Path("out/enet_fs_static.json")
 
 
@@ -125,7 +131,7 @@ class _FixedLogits(torch.nn.Module):
 def test_run_evaluation_options_for_void_labelled_sets() -> None:
     """void_label drops 255 under per_image too, fpr_rule reaches the pooled metrics, segmentation=False
     leaves the closed-set metrics out; numbers against sklearn on the same non-void pixels."""
-    from anomalyseg.engine.evaluate import run_evaluation
+    from anomalyseg.engine.evaluate import EvalPlan, run_evaluation
     from anomalyseg.scoring import get_scorer
 
     g = torch.Generator().manual_seed(0)
@@ -135,8 +141,8 @@ def test_run_evaluation_options_for_void_labelled_sets() -> None:
     batch = {"image": torch.zeros(2, 3, 6, 8), "label": label, "id": ["a", "b"]}
     model = _FixedLogits(logits)
     common = {"num_classes": 5, "anomaly_ids": (1,), "protocols": ("per_image", "pooled"), "eval_at": "model"}
-    res = run_evaluation(model, [batch], [get_scorer("max_logit")], "cpu", fpr_rule="interp", segmentation=False,
-                         void_label=True, **common)
+    res = run_evaluation(model, [batch], [get_scorer("max_logit")], "cpu",
+                         EvalPlan(fpr_rule="interp", segmentation=False, void_label=True, **common))
     assert res["segmentation"] is None
     m = res["scorers"]["max_logit"]["metrics"]
     assert m["per_image"]["protocol_settings"]["official_streethazards"] is False
@@ -147,22 +153,22 @@ def test_run_evaluation_options_for_void_labelled_sets() -> None:
     assert m["pooled"]["aupr"] == pytest.approx(average_precision_score(y, s), abs=1e-6)
     assert m["pooled"]["fpr95"] == pytest.approx(float(np.interp(0.95, tpr, fpr)), abs=1e-6)
     assert sum(r["num_normal"] for r in res["per_image"]) == int((label == 0).sum())
-    official = run_evaluation(model, [batch], [get_scorer("max_logit")], "cpu", **common)
+    official = run_evaluation(model, [batch], [get_scorer("max_logit")], "cpu", EvalPlan(**common))
     assert sum(r["num_normal"] for r in official["per_image"]) == int((label != 1).sum())  # 255 counted normal
     assert official["segmentation"] is not None and official["protocols"]["pooled"]["fpr_rule"] == "first"
 
 
-def test_streethazards_refuses_contract_overrides_it_cannot_apply(tmp_path: Path, capsys) -> None:
+def test_streethazards_contract_overrides_are_checked_before_any_pass(tmp_path: Path, capsys) -> None:
     from tests.engine.test_evaluate import make_checkpoint, make_tree
 
     tree, ckpt = make_tree(tmp_path / "sh"), make_checkpoint(tmp_path / "tiny.pt")
     args = ["--scorers", "msp", "--size", "48x32"]
     assert _evaluate(ckpt, tree, tmp_path / "a.json", *args, "--input-contract", "norm=none") == 2
-    assert "takes void= and classes= only" in capsys.readouterr().err
+    assert "does not take these options" in capsys.readouterr().err  # the tiny model has no input_mean option
     assert _evaluate(ckpt, tree, tmp_path / "b.json", *args, "--scorers", "void") == 2
     assert "needs a void channel" in capsys.readouterr().err
     assert _evaluate(ckpt, tree, tmp_path / "b.json", *args, "--input-contract", "void=12") == 2
-    assert "names 14 outputs" in capsys.readouterr().err  # 13 known names + a void channel
+    assert "names 14 classes" in capsys.readouterr().err  # 13 known names + a void channel
     assert _evaluate(ckpt, tree, tmp_path / "c.json", *args, "--input-contract", "void=12,classes=12") == 0
     res = read_results(tmp_path / "c.json")
     assert res["input_contract"]["void_index"] == 12 and res["protocols"]["pooled"]["fpr_rule"] == "first"

@@ -9,17 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from anomalyseg.data.cityscapes import CITYSCAPES_CLASSES
-from anomalyseg.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
-from anomalyseg.errors import UserError
-from anomalyseg.models import IMAGENET_MEAN, IMAGENET_STD, build_model
-from anomalyseg.models.checkpoints import (
+from anomalyseg.checkpoints.contract import (
     InputContract,
     contract_from_checkpoint,
-    import_checkpoint,
     parse_contract,
     resolve_contract,
 )
+from anomalyseg.checkpoints.foreign import import_checkpoint
+from anomalyseg.checkpoints.io import load_checkpoint
+from anomalyseg.checkpoints.reload import load_model
+from anomalyseg.data.cityscapes import CITYSCAPES_CLASSES
+from anomalyseg.errors import UserError
+from anomalyseg.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 
 
 def test_parse_and_round_trip() -> None:
@@ -74,7 +75,7 @@ def test_checkpoint_without_contract_gets_the_project_default() -> None:
 
 
 def test_imported_checkpoint_is_read_by_the_engine_loader(tmp_path: Path) -> None:
-    """import -> save -> engine.checkpoint.load_model_from_checkpoint: same weights, same logits, no retyping."""
+    """import -> save -> checkpoints.load_model: same weights, same logits, no retyping."""
     torch.manual_seed(0)
     foreign = build_model("enet", 4, input_mean=(0, 0, 0), input_std=(1, 1, 1)).eval()
     torch.save({"state_dict": {f"module.{k}": v for k, v in foreign.state_dict().items()}}, tmp_path / "best.pth")
@@ -82,7 +83,8 @@ def test_imported_checkpoint_is_read_by_the_engine_loader(tmp_path: Path) -> Non
     import_checkpoint(tmp_path / "best.pth", "enet", "size=32x64,norm=none,classes=a/b/c,void=3", out=out)
     with pytest.raises(UserError, match="exists; pass force=True"):
         import_checkpoint(tmp_path / "best.pth", "enet", "norm=none", out=out)
-    model, ckpt = load_model_from_checkpoint(out)
+    loaded = load_model(out)
+    model, ckpt = loaded.model, loaded.checkpoint
     assert ckpt["model_name"] == "enet" and ckpt["num_classes"] == 4 and ckpt["class_names"] == ["a", "b", "c", "void"]
     assert ckpt["imported_from"]["path"].endswith("best.pth") and len(ckpt["imported_from"]["sha256"]) == 64
     contract = contract_from_checkpoint(load_checkpoint(out))

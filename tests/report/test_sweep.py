@@ -11,7 +11,10 @@ import pytest
 import yaml
 from tests.report.helpers import make_record
 
-from anomalyseg.engine.sweep import (
+from anomalyseg.errors import UserError
+from anomalyseg.report import commands
+from anomalyseg.report.results import read_results
+from anomalyseg.workflows.sweep import (
     SweepPoint,
     SweepSpec,
     load_sweep,
@@ -21,9 +24,6 @@ from anomalyseg.engine.sweep import (
     scorer_spec,
     split_values,
 )
-from anomalyseg.errors import UserError
-from anomalyseg.report import commands
-from anomalyseg.report.results import read_results
 
 
 def base_yaml(path: Path, **sweep: object) -> Path:
@@ -153,11 +153,11 @@ def test_sweep_continues_an_interrupted_training(tmp_path):
     restarted; a folder without any checkpoint is moved aside and trained from scratch."""
     from tests.engine.helpers import TINY_MODEL
 
+    from anomalyseg.checkpoints.io import load_checkpoint
     from anomalyseg.config import Config, apply_overrides, config_from_dict
     from anomalyseg.data.synthetic import write_synthetic
-    from anomalyseg.engine.checkpoint import load_checkpoint
-    from anomalyseg.engine.sweep import _train
     from anomalyseg.engine.train import train
+    from anomalyseg.workflows.sweep import _train
 
     root = write_synthetic(tmp_path / "sh", train=4, val=2, test=1, size=(64, 48), seed=6)
     base = tmp_path / "base.yaml"

@@ -14,9 +14,9 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 from tests.conftest import shared_path
 
+from anomalyseg.checkpoints.foreign import import_checkpoint
 from anomalyseg.cli import main
 from anomalyseg.models import build_model
-from anomalyseg.models.checkpoints import import_checkpoint
 
 CONTRACT = "size=512x1024,norm=none,void=19,classes=cityscapes"
 IDS = ("0", "1")

@@ -14,9 +14,9 @@ from PIL import Image
 from sklearn.metrics import precision_score, recall_score
 from tests.engine.test_evaluate import make_checkpoint, make_tree
 
+from anomalyseg.checkpoints.reload import load_model
 from anomalyseg.cli import main as cli_main
 from anomalyseg.data import StreetHazards
-from anomalyseg.engine.checkpoint import load_model_from_checkpoint
 from anomalyseg.errors import UserError
 from anomalyseg.report.results import read_results
 from anomalyseg.viz import commands
@@ -64,7 +64,7 @@ def test_worst_samples_at_the_pooled_threshold(setup, tmp_path):
 
     # the stated numbers, recomputed independently: same model input (48x32, as in the results), logits at
     # label size, energy score, detections score >= threshold, sklearn precision / recall
-    model, _ = load_model_from_checkpoint(ckpt, "cpu", num_classes=13)
+    model = load_model(ckpt, "cpu").model
     ds = StreetHazards(tree, "test")
     for entry in manifest["samples"]:
         sample = ds[ds.ids.index(entry["id"])]

@@ -22,12 +22,12 @@ from sklearn.metrics import average_precision_score
 from anomalyseg.cli import main
 from anomalyseg.data.anomaly_folder import AnomalyImageFolder, ModelResize
 from anomalyseg.data.cityscapes import CITYSCAPES_PALETTE
-from anomalyseg.engine.eval_sets import set_results_path
 from anomalyseg.models import build_model
 from anomalyseg.report.results import read_results
 from anomalyseg.viz import colors as C
 from anomalyseg.viz.binary import binary_panel_data, draw_binary_panel
 from anomalyseg.viz.panels import axes_pixel, figure_rgb
+from anomalyseg.workflows.evaluate import results_path as set_results_path
 
 H, W = 64, 128
 CONTRACT = "size=32x64,norm=none,void=19,classes=cityscapes"
@@ -164,14 +164,14 @@ def test_report_finds_panels_given_with_panels(setup, tmp_path):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--dataset", "smiyc_ra21", "--select", "worst"], "give --results"),
-    (["--dataset", "smiyc_ra21", "--size", "64x32"], "--size / --native do not apply"),
-    (["--dataset", "nope"], "unknown set"),
+    (["--dataset", "smiyc_ra21", "--scorer", "nope"], "unknown scorer"),
+    (["--dataset", "nope"], "unknown dataset 'nope'; known: streethazards"),
     (["--dataset", "smiyc_ra21", "--results", "{results_dir}/other.json"], "no results for SMIYC RoadAnomaly21"),
     (["--dataset", "smiyc_ra21", "--scorer", "void", "--input-contract", "void=none,classes=20"],
      "needs a void channel"),
     (["--dataset", "smiyc_ra21", "--ids", "9"], "unknown sample id"),
-    (["--eval-at", "model"], "apply to the real-photo sets"),
-    (["--dataset", "road_anomaly", "--split", "val"], "validation sets"),
+    (["--eval-at", "model"], "no StreetHazards test split"),  # the default dataset is StreetHazards
+    (["--dataset", "road_anomaly", "--split", "val"], "is a validation set (no split)"),
 ])
 def test_one_line_errors(setup, tmp_path, capsys, extra, message):
     extra = [e.replace("{results_dir}", str(setup["results"].parent)) for e in extra]

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.data.io import DECODE_ERRORS, SampleError, probe_image, read_label_raw
 from anomalyseg.data.layout import Entry, list_split
+from anomalyseg.errors import UserError
 
 _NUM_VALUES = STREETHAZARDS.anomaly_id + 1  # 14 valid file values: 1..14
 
@@ -148,3 +149,27 @@ def format_report(report: SplitReport, max_bad: int = 200) -> str:
     if len(report.bad) > max_bad:
         lines.append(f"  ... and {len(report.bad) - max_bad} more problems")
     return "\n".join(lines)
+
+
+def check_splits(root: str | Path, split: str = "all", *, workers: int = 1, progress: bool = False
+                 ) -> dict[str, SplitReport | None]:
+    """:func:`check_split` of ``split``, or with ``"all"`` of every split present under ``root`` (absent ones map
+    to None; none present at all is a UserError)."""
+    from anomalyseg.data.layout import resolve_split_dir
+
+    if split != "all":
+        return {split: check_split(root, split, workers=workers, progress=progress)}
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise UserError(f"StreetHazards root not found: {base}")
+    reports: dict[str, SplitReport | None] = {}
+    for name in ("train", "val", "test"):
+        try:
+            resolve_split_dir(base, name)
+        except UserError:
+            reports[name] = None
+            continue
+        reports[name] = check_split(root, name, workers=workers, progress=progress)
+    if not any(r is not None for r in reports.values()):
+        raise UserError(f"no StreetHazards split found under {base}")
+    return reports

@@ -16,13 +16,6 @@ from anomalyseg.lazy import lazy_exports
 if TYPE_CHECKING:
     from anomalyseg.constants import IMAGENET_MEAN, IMAGENET_STD
     from anomalyseg.models.base import SegmentationModel
-    from anomalyseg.models.checkpoints import (
-        InputContract,
-        contract_from_checkpoint,
-        import_checkpoint,
-        parse_contract,
-        resolve_contract,
-    )
     from anomalyseg.models.outputs import SegOutput
     from anomalyseg.models.registry import (
         MODELS,
@@ -40,11 +33,6 @@ _EXPORTS = {
     "IMAGENET_MEAN": "anomalyseg.constants",
     "IMAGENET_STD": "anomalyseg.constants",
     "SegmentationModel": ".base",
-    "InputContract": ".checkpoints",
-    "contract_from_checkpoint": ".checkpoints",
-    "import_checkpoint": ".checkpoints",
-    "parse_contract": ".checkpoints",
-    "resolve_contract": ".checkpoints",
     "SegOutput": ".outputs",
     "MODELS": ".registry",
     "ModelSpec": ".registry",
@@ -63,20 +51,15 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MODELS",
-    "InputContract",
     "LoadReport",
     "ModelSpec",
     "SegOutput",
     "SegmentationModel",
     "available_models",
     "build_model",
-    "contract_from_checkpoint",
     "count_parameters",
-    "import_checkpoint",
     "load_model_state",
     "model_spec",
     "parameter_count",
-    "parse_contract",
-    "resolve_contract",
     "weights_offline",
 ]

@@ -6,7 +6,7 @@ Written here (no maintained library ships ENet): module names follow the widely 
 ``regular1_1``, ``dilated2_2``, ``asymmetric2_3``, ``upsample4_0``, ``regular5_1``, ``transposed_conv``; PReLU
 in the encoder, ReLU in the decoder) so that its checkpoints, and those of the many course projects built
 on it, load strictly once the DataParallel ``module.`` prefix is stripped (see
-:mod:`anomalyseg.models.checkpoints`).
+:mod:`anomalyseg.checkpoints.foreign`).
 
 Features: ``stage1`` (64 ch, stride 4), ``stage2`` (128, 8), ``encoder`` (128, 8: the end of stage 3, the
 default) and ``decoder`` (16, 2: the input of the final transposed convolution).

@@ -40,6 +40,6 @@ class PortedModel(SegmentationModel):
         check_options(name, options, ("features", "input_mean", "input_std"))
         if pretrained:
             raise UserError(f"{name} has no ImageNet weights to download: train it from scratch (pretrained: false) "
-                            "or import a trained checkpoint with anomalyseg.models.checkpoints.import_checkpoint")
+                            "or import a trained checkpoint with anomalyseg.checkpoints.import_checkpoint")
         return cls(name, num_classes, bool(aux), options.get("features"),
                    options.get("input_mean", IMAGENET_MEAN), options.get("input_std", IMAGENET_STD))

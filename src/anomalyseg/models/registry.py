@@ -54,7 +54,7 @@ _TV = "anomalyseg.models.tv"
 _SMP = "anomalyseg.models.smp_models"
 _HF = "anomalyseg.models.segformer"
 _OWN = "anomalyseg.models"
-_NO_WEIGHTS = "none (train from scratch, or import a trained checkpoint: anomalyseg.models.checkpoints)"
+_NO_WEIGHTS = "none (train from scratch, or import a trained checkpoint: anomalyseg.checkpoints.import_checkpoint)"
 
 MODELS: dict[str, ModelSpec] = {
     "deeplabv3_resnet50": ModelSpec(

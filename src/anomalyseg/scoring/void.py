@@ -7,7 +7,7 @@ anomalous.
 
 There is no safe default channel: a model without a void output has none, and reading its last class
 instead would be a silent wrong number. ``void_index`` therefore comes from the model's input contract
-(:class:`~anomalyseg.models.checkpoints.InputContract`, ``void_index``) or the command line
+(:class:`~anomalyseg.checkpoints.contract.InputContract`, ``void_index``) or the command line
 (``void:void_index=19``); the registry's ``all`` leaves this scorer out (:attr:`Scorer.needs_void_channel`).
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalyseg.errors import NotFittedError, UserError
-from anomalyseg.torchfile import load_torch_file
+from anomalyseg.files import load_torch_file
 
 STATES_FORMAT = "anomalyseg.scorers/1"
 
@@ -86,8 +86,8 @@ def entries_to_keep(path: Path, names: Sequence[str], checkpoint_sha256: str, fo
 
 
 def write_states(path: Path, checkpoint: Path, checkpoint_sha256: str, entries: dict[str, Any]) -> Path:
-    """Write the states file atomically (see :func:`anomalyseg.engine.checkpoint.save_checkpoint`)."""
-    from anomalyseg.engine.checkpoint import save_checkpoint
+    """Write the states file atomically (see :func:`anomalyseg.checkpoints.io.save_checkpoint`)."""
+    from anomalyseg.checkpoints.io import save_checkpoint
 
     return save_checkpoint(path, {"format": STATES_FORMAT, "checkpoint": str(checkpoint.resolve()),
                                   "checkpoint_sha256": checkpoint_sha256, "scorers": entries})

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from anomalyseg.argtypes import size_wh
 from anomalyseg.config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml
 from anomalyseg.errors import UserError
 from anomalyseg.scoring import scorers_from_spec
@@ -246,6 +247,12 @@ def is_finished(spec: SweepSpec, point: SweepPoint) -> bool:
     return True
 
 
+def sweep(base: str | Path, grid: Sequence[str], *, out: str | Path | None = None, device: str | None = None,
+          dry_run: bool = False) -> dict[str, Any]:
+    """The ``sweep`` command: :func:`load_sweep` then :func:`run_sweep` (training + fit + evaluation per point)."""
+    return run_sweep(load_sweep(base, grid, out=out, device=device), dry_run=dry_run)
+
+
 def run_sweep(spec: SweepSpec, runner: Runner | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Run every unfinished grid point with ``runner`` (default :func:`train_and_evaluate`), write its
     results, then the sweep table. Returns ``{"runs": [{name, status}], "table": path}``."""
@@ -293,18 +300,10 @@ def write_table(spec: SweepSpec, todo: Sequence[SweepPoint]) -> Path | None:
 # ---------------------------------------------------------------------------------------------------
 # The real runner: train (or resume) -> fit scorers -> evaluate
 # ---------------------------------------------------------------------------------------------------
-def _cli(module: Any, argv: list[str]) -> int:
-    """Run a subcommand's handler in-process (UserErrors propagate with their own message)."""
-    parser = argparse.ArgumentParser(prog="anomalyseg")
-    module.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
 def _train(point: SweepPoint, spec: SweepSpec) -> Path:
     """Train the point's config into ``out/runs/<name>``, resuming an interrupted run; returns the checkpoint."""
-    from anomalyseg.engine.checkpoint import load_checkpoint
-    from anomalyseg.engine.train import train
+    from anomalyseg.checkpoints.io import load_checkpoint
+    from anomalyseg.workflows.train import train
 
     runs = spec.out / "runs"
     data = apply_overrides(Config, spec.base, [*point.train_overrides, f"out_dir={runs}",
@@ -340,8 +339,8 @@ def _best(run_dir: Path) -> Path:
 def train_and_evaluate(point: SweepPoint, spec: SweepSpec) -> dict[str, Any]:
     """The default runner: train (unless the sweep has a checkpoint), fit the scorers that need it on
     ``fit_split`` (states in the run folder), evaluate, and return the results record."""
-    from anomalyseg.engine import eval_cli
-    from anomalyseg.report.results import read_results
+    from anomalyseg.workflows.evaluate import evaluate
+    from anomalyseg.workflows.fit import fit_scorers
 
     s = point.settings
     ev = s.evaluate
@@ -349,20 +348,16 @@ def train_and_evaluate(point: SweepPoint, spec: SweepSpec) -> dict[str, Any]:
     checkpoint = Path(s.checkpoint) if s.checkpoint else _train(point, spec)
     root = ev.data_root or config_from_dict(Config, spec.base).data.root
     scorers = scorer_spec(ev.scorers, point.scorer_params)
-    states = work / "scorers.pt"
-    common = ["--checkpoint", str(checkpoint), "--data-root", str(root), "--states", str(states),
-              "--batch-size", str(ev.batch_size), "--workers", str(ev.workers), "--no-progress"]
-    common += ["--device", spec.device] if spec.device else []
-    common += ["--size", ev.size] if ev.size else []
-    common += ["--tta", ev.tta] if ev.tta else []
-    common += ["--limit", str(ev.limit)] if ev.limit else []
-    to_fit = [x.name for x in scorers_from_spec(scorers) if x.requires_fit]
-    if to_fit:
-        fit_spec = ",".join(item for item in scorers.split(",") if scorers_from_spec(item)[0].requires_fit)
-        _cli(eval_cli, ["fit-scorers", *common, "--split", s.fit_split, "--scorers", fit_spec, "--force"])
-    out = work / "evaluation.json"
-    argv = ["evaluate", *common, "--split", ev.split, "--scorers", scorers, "--protocol", ev.protocol,
-            "--eval-at", ev.eval_at, "--out", str(out), "--force"]
-    argv += ["--ignore", ev.ignore] if ev.ignore else []
-    _cli(eval_cli, argv)
-    return read_results(out)
+    try:
+        size = size_wh(ev.size) if ev.size else None
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"sweep.evaluate.size: {exc}") from None
+    common: dict[str, Any] = {"size": size, "tta": ev.tta, "states": work / "scorers.pt", "batch_size": ev.batch_size,
+                              "workers": ev.workers, "device": spec.device or "auto", "limit": ev.limit,
+                              "progress": False, "force": True}
+    fit_items = [item for item in scorers.split(",") if scorers_from_spec(item)[0].requires_fit]
+    if fit_items:
+        fit_scorers(checkpoint, root, split=s.fit_split, scorers=",".join(fit_items), **common)
+    outputs = evaluate(checkpoint, root, work / "evaluation.json", split=ev.split, scorers=scorers,
+                       protocol=ev.protocol, ignore=ev.ignore, eval_at=ev.eval_at, **common)
+    return outputs[0].record

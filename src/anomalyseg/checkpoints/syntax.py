@@ -1,5 +1,5 @@
 """The ``KEY=VALUE,...`` syntax of an input contract string (parsed by
-:func:`anomalyseg.models.checkpoints.parse_contract`), kept free of torch so that command-line helps can quote
+:func:`anomalyseg.checkpoints.contract.parse_contract`), kept free of torch so that command-line helps can quote
 it without importing the checkpoint code."""
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ by the engine's typed config loader.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import resource
@@ -180,23 +179,6 @@ class _Stages:
         self.timings[key] = {"wall_s": round(time.perf_counter() - wall, 2), "cpu_s": round(cpu_seconds() - cpu, 2)}
 
 
-def _run_command(argv: list[str]) -> int:
-    """Run one of the stage commands (``fit-scorers``, ``evaluate``, ``visualize``, ``report``) in-process."""
-    from anomalyseg.engine import eval_cli
-    from anomalyseg.report import commands as report_commands
-    from anomalyseg.viz import commands as viz_commands
-
-    parser = argparse.ArgumentParser(prog="anomalyseg")
-    sub = parser.add_subparsers()
-    for module in (eval_cli, viz_commands, report_commands):
-        module.register(sub)
-    args = parser.parse_args(argv)
-    code = int(args.func(args) or 0)
-    if code:
-        raise UserError(f"demo stopped: `anomalyseg {' '.join(argv[:1])}` exited with code {code}")
-    return code
-
-
 def encoder_init(training: Config) -> str:
     """Check the pretrained weights load offline; without them train from scratch (and say so). A model that
     cannot be built even without pretrained weights (unknown name, bad option) is the user's error."""
@@ -221,6 +203,26 @@ def _write_manifest(out: Path, record: dict[str, Any]) -> None:
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(out / MANIFEST)
+
+
+def demo(
+    out: str | Path,
+    *,
+    quick: bool = False,
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    force: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The ``demo`` command: the ``quick`` or default preset (a settings file and ``key.sub=value`` overrides
+    on top, see :func:`load_demo_config`), then :func:`run_demo`."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UserError(f"unexpected argument {bad[0]!r}: settings look like key.sub=value (e.g. data.train=200)")
+    config = load_demo_config("quick" if quick else "default", config_file, overrides)
+    return run_demo(out, config, device=device, force=force, confirm=confirm, progress=progress)
 
 
 def run_demo(
@@ -261,8 +263,11 @@ def run_demo(
 def _run_stages(cfg: DemoConfig, out: Path, device: str, progress: bool, record: dict[str, Any]) -> dict[str, Any]:
     """The six stages; fills ``record`` (model, summary, timings) and returns the paths of the outputs."""
     from anomalyseg.data.synthetic import write_synthetic
-    from anomalyseg.engine.train import train
-    from anomalyseg.report.results import read_results
+    from anomalyseg.report.build import write_report
+    from anomalyseg.workflows.evaluate import evaluate
+    from anomalyseg.workflows.fit import fit_scorers
+    from anomalyseg.workflows.train import train
+    from anomalyseg.workflows.visualize import visualize
 
     stage = _Stages(6)
     record["timings"] = stage.timings
@@ -288,32 +293,33 @@ def _run_stages(cfg: DemoConfig, out: Path, device: str, progress: bool, record:
     ckpt = run_dir / "checkpoints" / "best.pt"
 
     common = ["--checkpoint", str(ckpt), "--data-root", str(data_root), "--device", device,
-              "--batch-size", str(ev.batch_size), "--workers", str(ev.workers)]
-    quiet = [] if progress else ["--no-progress"]
-    argv = ["fit-scorers", *common, *quiet]
+              "--batch-size", str(ev.batch_size), "--workers", str(ev.workers)]  # the equivalent commands, logged
+    loader = {"batch_size": ev.batch_size, "workers": ev.workers, "device": device, "progress": progress}
     with stage("fit", "fit the scorers that need in-distribution statistics on the val split",
-               shlex.join(["anomalyseg", *argv])):
-        _run_command(argv)
+               shlex.join(["anomalyseg", "fit-scorers", *common])):
+        fitted = fit_scorers(ckpt, data_root, **loader)
+        print(f"wrote {fitted.states_path} ({', '.join(fitted.scorers)})")
 
     results = results_dir / RESULTS_NAME
-    argv = ["evaluate", *common, "--scorers", ev.scorers, "--protocol", "both", "--out", str(results), *quiet]
     with stage("evaluate", "evaluate every scorer under both protocols on the test split",
-               shlex.join(["anomalyseg", *argv])):
-        _run_command(argv)
-    summary = record["summary"] = summarize(read_results(results))
+               shlex.join(["anomalyseg", "evaluate", *common, "--scorers", ev.scorers, "--protocol", "both",
+                           "--out", str(results)])):
+        record_ = evaluate(ckpt, data_root, results, scorers=ev.scorers, protocol="both", **loader)[0].record
+    summary = record["summary"] = summarize(record_)
 
     panels = results_dir / "panels"
     scorer = ev.panel_scorer or summary["best_scorer"] or "max_logit"
-    argv = ["visualize", "--checkpoint", str(ckpt), "--data-root", str(data_root), "--scorer", scorer,
-            "--results", str(results), "--num-samples", str(ev.panels), "--device", device, "--out", str(panels)]
-    with stage("visualize", f"draw {ev.panels} panels for {scorer}", shlex.join(["anomalyseg", *argv])):
-        _run_command(argv)
+    with stage("visualize", f"draw {ev.panels} panels for {scorer}",
+               shlex.join(["anomalyseg", "visualize", "--checkpoint", str(ckpt), "--data-root", str(data_root),
+                           "--scorer", scorer, "--results", str(results), "--num-samples", str(ev.panels),
+                           "--device", device, "--out", str(panels)])):
+        visualize(ckpt, data_root, panels, scorer=scorer, results=results, num_samples=ev.panels, device=device)
 
     report = out / "report"
-    argv = ["report", str(results), "--out", str(report), "--title", f"anomalyseg demo: {tr.model.name} on "
-            "synthetic StreetHazards"]
-    with stage("report", "tables, PR / ROC curves and the HTML page", shlex.join(["anomalyseg", *argv])):
-        _run_command(argv)
+    title = f"anomalyseg demo: {tr.model.name} on synthetic StreetHazards"
+    with stage("report", "tables, PR / ROC curves and the HTML page",
+               shlex.join(["anomalyseg", "report", str(results), "--out", str(report), "--title", title])):
+        write_report([str(results)], report, title=title)
 
     return {"data": str(data_root), "run": str(run_dir), "checkpoint": str(ckpt), "results": str(results),
             "panels": sorted(str(p) for p in panels.glob("panel_*.png")), "report": str(report / "report.html")}

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, RNG capture, architecture / class-count checks.
+"""The checkpoint file: format, atomic writes, ``weights_only`` loads, sha256, RNG capture, weight loading.
 
 A checkpoint is a plain dict of tensors and primitive containers (so ``torch.load(weights_only=True)``
 reads it without executing code):
@@ -12,8 +12,8 @@ rank), ``config`` (resolved, as a dict), ``best`` (best metric / epoch / validat
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from anomalyseg.errors import UserError
-from anomalyseg.torchfile import load_torch_file
+from anomalyseg.files import atomic_write, load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +43,18 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (temporary file in the same folder, fsync, ``os.replace``).
+    """Write ``payload`` to ``path`` atomically (:func:`anomalyseg.files.atomic_write`): a crash mid-write
+    leaves the previous file intact, readers see the old or the new checkpoint, never half."""
+    return atomic_write(path, lambda fh: torch.save(dict(payload), fh))
 
-    A crash mid-write leaves the previous file intact: readers see the old or the new checkpoint, never half.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(dict(payload), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file (ties results and fitted scorer states to one version of a checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -153,28 +148,3 @@ def check_compatible(
         )
     if model_name is not None and ckpt.get("model_name") != model_name:
         raise UserError(f"{where} holds a {ckpt.get('model_name')!r} model, not {model_name!r}")
-
-
-def load_model_from_checkpoint(
-    path: str | Path,
-    device: str | torch.device = "cpu",
-    *,
-    num_classes: int | None = None,
-    model_name: str | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the checkpoint's model (no pretrained download, no aux head) in eval mode on ``device``.
-
-    Returns ``(model, checkpoint)``; the checkpoint dict still holds ``config``, ``class_names`` etc.
-    ``num_classes`` / ``model_name``, when given, must match what the checkpoint was trained for.
-    """
-    from anomalyseg.config import ModelConfig, config_from_dict
-    from anomalyseg.engine.factory import build_model_from_config
-
-    ckpt = load_checkpoint(path)
-    check_compatible(ckpt, num_classes=num_classes, model_name=model_name, source=str(path))
-    cfg = config_from_dict(ModelConfig, (ckpt.get("config") or {}).get("model", {"name": ckpt["model_name"]}))
-    cfg.pretrained = False
-    cfg.aux = False
-    model = build_model_from_config(cfg, int(ckpt["num_classes"]))
-    load_model_state(model, ckpt["model"], source=str(path))
-    return model.to(device).eval(), ckpt

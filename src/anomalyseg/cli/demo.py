@@ -60,14 +60,9 @@ def _ask(question: str) -> bool:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from anomalyseg.demo import format_summary, load_demo_config, run_demo
-    from anomalyseg.errors import UserError
+    from anomalyseg.workflows.demo import demo, format_summary
 
-    bad = [o for o in args.overrides if "=" not in o]
-    if bad:
-        raise UserError(f"unexpected argument {bad[0]!r}: settings look like key.sub=value (e.g. data.train=200)")
-    config = load_demo_config("quick" if args.quick else "default", args.config, args.overrides)
-    record = run_demo(args.out, config, device=args.device, force=args.force,
-                      confirm=_ask if _interactive() else None, progress=not args.no_progress)
+    record = demo(args.out, quick=args.quick, config_file=args.config, overrides=args.overrides, device=args.device,
+                  force=args.force, confirm=_ask if _interactive() else None, progress=not args.no_progress)
     print(format_summary(record))
     return 0

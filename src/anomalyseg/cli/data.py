@@ -1,4 +1,5 @@
-"""``anomalyseg data download | check | synth | info``."""
+"""``anomalyseg data download | check | synth | info``: argument parsing and printing around
+:mod:`anomalyseg.data.download`, :mod:`anomalyseg.data.check` and :mod:`anomalyseg.data.synthetic`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from anomalyseg.argtypes import int_at_least, size_wh
-from anomalyseg.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +22,6 @@ _EPILOG = """examples:
   anomalyseg data synth --out data/synthetic --train 200 --val 40 --test 40 --size 480x270 --seed 0
   anomalyseg data info
 """
-
-
-def _splits(split: str) -> list[str]:
-    return ["train", "val", "test"] if split == "all" else [split]
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -40,27 +36,14 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from anomalyseg.data.check import check_split, format_report
-    from anomalyseg.data.layout import resolve_split_dir
+    from anomalyseg.data.check import check_splits, format_report
 
-    splits = _splits(args.split)
-    if args.split == "all":  # check the parts that are there; none at all is an error
-        root = Path(args.root).expanduser()
-        if not root.is_dir():
-            raise UserError(f"StreetHazards root not found: {root}")
-        present = []
-        for split in splits:
-            try:
-                resolve_split_dir(root, split)
-                present.append(split)
-            except UserError:
-                print(f"{split}: not present under {root}, skipped")
-        if not present:
-            raise UserError(f"no StreetHazards split found under {root}")
-        splits = present
+    reports = check_splits(args.root, args.split, workers=args.workers, progress=not args.no_progress)
     bad = 0
-    for split in splits:
-        report = check_split(args.root, split, workers=args.workers, progress=not args.no_progress)
+    for split, report in reports.items():
+        if report is None:
+            print(f"{split}: not present under {Path(args.root).expanduser()}, skipped")
+            continue
         print(format_report(report, max_bad=args.max_listed))
         bad += len(report.bad)
     if bad:

@@ -1,4 +1,9 @@
-"""``torch.load(weights_only=True)`` for files a user names, with one readable line when it fails.
+"""Files the program writes and reads: atomic writes, and ``torch.load(weights_only=True)`` for files a user
+names, with one readable line when it fails.
+
+:func:`atomic_write`: a crash mid-write leaves the previous file intact (temporary file in the same folder,
+fsync, ``os.replace``), so readers see the old or the new file, never half of one; concurrent writers each use
+their own temporary file.
 
 torch reports a file that is not a PyTorch file at all with whatever its unpickler tripped over ("pop from
 empty list", "invalid load key"), which says nothing to a user who passed a results JSON or an image by
@@ -9,10 +14,13 @@ mistake. :func:`load_torch_file` tells the two failures apart: a file in neither
 
 from __future__ import annotations
 
+import os
+import uuid
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from anomalyseg.errors import UserError
 
@@ -28,6 +36,27 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x93NUMPY", "a NumPy .npy array"),
     (b"\x80", "a Python pickle not written by torch.save"),
 )
+
+
+def atomic_write(path: str | Path, content: str | bytes | Callable[[IO[bytes]], None]) -> Path:
+    """Write ``content`` (text as UTF-8, bytes, or a callable writing into a binary file) to ``path``
+    atomically; the parent folder is created. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # one per writer
+    try:
+        with open(tmp, "xb") as fh:
+            if callable(content):
+                content(fh)
+            else:
+                fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
 
 
 def is_torch_file(path: str | Path) -> bool:
