@@ -122,13 +122,14 @@ def scorers_from_spec(spec: str | Sequence[str], void_index: int | None = None) 
     scorers = []
     for item in items:
         name, *pairs = item.split(":")
+        name = name.strip()
+        _lookup(name)  # an unknown name is reported as such, before its settings
         params: dict[str, Any] = {}
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep or not key:
                 raise UserError(f"scorer setting {pair!r} in {item!r} is not KEY=VALUE")
             params[key.strip()] = _parse_value(value.strip())
-        name = name.strip()
         needs_void = name in SCORERS and SCORERS[name][0].needs_void_channel
         if needs_void and void_index is not None and "void_index" not in params:
             params["void_index"] = int(void_index)
