@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: A folder holding a fake installed distribution that declares the engine tests' tiny net as the
+#: ``anomalyseg.models`` entry point ``tiny`` (model names are a closed registry: no ``module:attr``).
+PLUGINS = REPO_ROOT / "tests" / "plugins"
+if str(PLUGINS) not in sys.path:
+    sys.path.append(str(PLUGINS))
 SHARED = Path(os.environ.get("ANOMALYSEG_SHARED", REPO_ROOT.parent / "shared"))
 
 

@@ -23,7 +23,7 @@ from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.data.synthetic import write_synthetic
 from anomalyseg.errors import UserError
 
-TINY = "tests.engine.tiny_model:build"
+TINY = "tiny"  # entry point of the fake distribution in tests/plugins
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY_MODEL = "tests.engine.tiny_model:build"
+#: The tiny net's model name: an ``anomalyseg.models`` entry point of the fake distribution in tests/plugins.
+TINY_MODEL = "tiny"
+PLUGINS = REPO_ROOT / "tests" / "plugins"
 
 
 def tiny_overrides(root: Path, out_dir: Path, run_name: str, **extra: object) -> list[str]:
@@ -25,9 +27,10 @@ def tiny_overrides(root: Path, out_dir: Path, run_name: str, **extra: object) ->
 
 
 def subprocess_env() -> dict[str, str]:
-    """Environment for ``python -m anomalyseg`` children: repo on the path (for the tiny model), offline."""
+    """Environment for ``python -m anomalyseg`` children: repo and tests/plugins on the path (the tiny model's
+    entry point), offline."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(PLUGINS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     return env

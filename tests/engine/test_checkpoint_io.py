@@ -158,7 +158,7 @@ def test_checkpoints_with_and_without_aux_head_load():
 
 def test_load_model_rebuilds_eval_model(tmp_path):
     cfg = Config()
-    cfg.model.name = "tests.engine.tiny_model:build"
+    cfg.model.name = "tiny"
     cfg.model.options = {"width": 4}
     model = build(13, width=4)
     ck.save_checkpoint(tmp_path / "best.pt", {"format": ck.FORMAT, "model": model.state_dict(), "num_classes": 13,
@@ -168,6 +168,6 @@ def test_load_model_rebuilds_eval_model(tmp_path):
     assert not rebuilt.training and rebuilt.aux_head is None
     x = torch.randn(2, 3, 6, 6)
     assert torch.equal(rebuilt(x).logits, model.eval()(x).logits)
-    assert meta["model_name"] == "tests.engine.tiny_model:build"
+    assert meta["model_name"] == "tiny"
     with pytest.raises(UserError, match="predicts 13 classes"):
         load_model(tmp_path / "best.pt", class_names=[f"c{i}" for i in range(20)])

@@ -42,8 +42,8 @@ def make_checkpoint(path: Path, num_classes: int = 13, seed: int = 0) -> Path:
         for module in model.modules():
             if isinstance(module, torch.nn.Conv2d):
                 module.weight.copy_((module.weight + module.weight.flip(-1)) / 2)
-    config = {"model": {"name": "tests.engine.tiny_model:build", "aux": False, "options": {"width": 6}}}
-    return save_checkpoint(path, {"format": FORMAT, "model_name": "tests.engine.tiny_model:build",
+    config = {"model": {"name": "tiny", "aux": False, "options": {"width": 6}}}
+    return save_checkpoint(path, {"format": FORMAT, "model_name": "tiny",
                                   "num_classes": num_classes, "class_names": list(STREETHAZARDS.class_names),
                                   "model": model.state_dict(), "config": config})
 

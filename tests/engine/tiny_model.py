@@ -1,4 +1,5 @@
-"""A tiny segmentation net returning SegOutput, importable as ``tiny_model:build`` (PYTHONPATH=tests/engine).
+"""A tiny segmentation net returning SegOutput, registered as the model ``tiny`` through the
+``anomalyseg.models`` entry point of the fake distribution in tests/plugins (tests/conftest.py puts it on the path).
 
 Conv + BatchNorm + Dropout (so RNG and running stats matter for exact resume) and an auxiliary head.
 ``delay`` seconds of sleep per training forward make a subprocess run slow enough to be killed mid-epoch.

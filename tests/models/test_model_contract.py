@@ -209,7 +209,7 @@ def test_options():
         assert build_model("deeplabv3plus_resnet50", 13, output_stride=8).feature_strides["layer3"] == 8
         assert build_model("segformer_b1", 13, features="decoder").feature_names == ("stage3", "decoder")
     errors = [
-        (dict(name="deeplabv3_resnet51"), "unknown model 'deeplabv3_resnet51'; available: deeplabv3_resnet50"),
+        (dict(name="deeplabv3_resnet51"), "unknown model 'deeplabv3_resnet51'; known: deeplabv3_resnet50"),
         (dict(output_stride=32), "supports output_stride 8 or 16, got 32"),
         (dict(features=("layer9",)), "has no feature(s) 'layer9'; available: layer1, layer2"),
         (dict(dropout=0.1), "does not take option(s) dropout; it takes: output_stride, features"),

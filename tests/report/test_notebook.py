@@ -4,11 +4,12 @@ synthetic data through nbclient, and produces every artefact it promises."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.engine.helpers import REPO_ROOT, TINY_MODEL
+from tests.engine.helpers import PLUGINS, REPO_ROOT, TINY_MODEL
 
 from anomalyseg.config import load_config
 from anomalyseg.data.synthetic import write_synthetic
@@ -44,7 +45,8 @@ def test_notebook_runs_on_synthetic_data(tmp_path, monkeypatch):
     run_dir = train(load_config(config))
     work = tmp_path / "work"
     env = {"ANOMALYSEG_NB_WORK": work, "ANOMALYSEG_NB_DATA": root, "ANOMALYSEG_NB_CONFIG": config,
-           "ANOMALYSEG_NB_CHECKPOINT": run_dir, "ANOMALYSEG_NB_DEVICE": "cpu", "PYTHONPATH": REPO_ROOT,
+           "ANOMALYSEG_NB_CHECKPOINT": run_dir, "ANOMALYSEG_NB_DEVICE": "cpu",
+           "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{PLUGINS}",  # the tiny model's entry point
            "ANOMALYSEG_NB_SCORERS": "max_logit,msp,energy,entropy,sml_full,mahalanobis", "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "2", "ANOMALYSEG_CACHE_DIR": tmp_path / "cache"}
     for key, value in env.items():

@@ -40,7 +40,7 @@ def test_contract_shape_dtype_fit_and_finite(name: str) -> None:
 
 
 def test_unknown_names_and_settings_are_user_errors() -> None:
-    with pytest.raises(UserError, match="unknown scorer 'nope'; available: max_logit"):
+    with pytest.raises(UserError, match="unknown scorer 'nope'; known: max_logit"):
         get_scorer("nope")
     with pytest.raises(UserError, match=r"has no setting \['tempreature'\]"):
         get_scorer("energy", tempreature=2)

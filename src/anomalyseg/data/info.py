@@ -127,10 +127,3 @@ STREETHAZARDS = DatasetInfo(
     ),
 )
 
-
-def palette_array() -> list[int]:
-    """Flat 768-entry palette (PIL ``putpalette``) that colours class ids; ``ignore`` is white."""
-    flat = [c for rgb in STREETHAZARDS.palette for c in rgb]
-    flat += [0] * (768 - len(flat))
-    flat[3 * IGNORE_INDEX: 3 * IGNORE_INDEX + 3] = [255, 255, 255]
-    return flat

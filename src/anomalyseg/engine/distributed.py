@@ -83,6 +83,7 @@ def cleanup(ctx: DistContext) -> None:
 
 
 def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (a no-op in a single process)."""
     if ctx.distributed:
         dist.barrier()
 
@@ -103,15 +104,6 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def any_rank(ctx: DistContext, flag: bool) -> bool:
-    """True when ``flag`` is true on at least one rank (a collective: every rank must call it)."""
-    if not ctx.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 def sync_buffers(ctx: DistContext, model: nn.Module) -> None:

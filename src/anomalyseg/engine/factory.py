@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Sequence
 
@@ -19,22 +18,16 @@ log = logging.getLogger(__name__)
 
 
 def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """``anomalyseg.models.build_model`` for registry names; ``pkg.module:factory`` for a custom model.
+    """The model ``cfg.name`` names, through the closed registry (:func:`anomalyseg.models.build_model`).
 
-    A custom factory is called as ``factory(num_classes=..., pretrained=..., aux=..., **options)`` and
-    must return a module whose forward gives a :class:`SegOutput`.
+    Configs and checkpoints come from files, so their model name is only looked up: a built-in model, one
+    registered with :func:`anomalyseg.models.register_model`, or an ``anomalyseg.models`` entry point of an
+    installed distribution. Anything else (a ``module:attr`` string included) is a one-line
+    :class:`UserError` listing the known names; no name is ever imported as code.
     """
-    if ":" in cfg.name:
-        module_name, _, attr = cfg.name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"model.name {cfg.name!r}: cannot import the factory ({exc})") from None
-        model = factory(num_classes=num_classes, pretrained=cfg.pretrained, aux=cfg.aux, **cfg.options)
-    else:
-        from anomalyseg.models import build_model
+    from anomalyseg.models import build_model
 
-        model = build_model(cfg.name, num_classes, pretrained=cfg.pretrained, aux=cfg.aux, **cfg.options)
+    model = build_model(cfg.name, num_classes, pretrained=cfg.pretrained, aux=cfg.aux, **cfg.options)
     if not hasattr(model, "name"):
         model.name = cfg.name
     return model

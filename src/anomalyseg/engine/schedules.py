@@ -89,15 +89,14 @@ class LRSchedule:
                 self.bad = 0
         self._apply()
 
-    def get_last_lr(self) -> list[float]:
-        return [group["lr"] for group in self.optimizer.param_groups]
-
     def state_dict(self) -> dict[str, Any]:
+        """Plain numbers only, so that checkpoints load with ``torch.load(weights_only=True)``."""
         return {"last_step": self.last_step, "plateau_scale": self.plateau_scale, "best": self.best,
                 "bad": self.bad, "base_lrs": list(self.base_lrs), "total_steps": self.total_steps,
                 "warmup": self.warmup}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` (exact resume) and set the lrs it implies."""
         self.last_step = int(state["last_step"])
         self.plateau_scale = float(state["plateau_scale"])
         self.best = state["best"]

