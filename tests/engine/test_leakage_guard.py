@@ -14,8 +14,8 @@ from anomalyseg.cli import main as cli_main
 from anomalyseg.config import load_config
 from anomalyseg.data.streethazards import StreetHazards
 from anomalyseg.engine import guards
-from anomalyseg.engine.train import train
 from anomalyseg.errors import UserError
+from anomalyseg.workflows.train import train
 
 
 def test_test_split_is_refused_everywhere(synth_root, tmp_path, capsys):

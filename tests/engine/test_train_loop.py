@@ -18,8 +18,9 @@ from anomalyseg.config import load_config
 from anomalyseg.data.samples import collate_samples
 from anomalyseg.engine.factory import SegLoss
 from anomalyseg.engine.rundir import create_run_dir
-from anomalyseg.engine.train import evaluate_segmentation, train, train_one_epoch
+from anomalyseg.engine.train import evaluate_segmentation, train_one_epoch
 from anomalyseg.models.outputs import SegOutput
+from anomalyseg.workflows.train import train
 
 CPU = torch.device("cpu")
 

@@ -54,7 +54,7 @@ def split_items(items: list[str]) -> tuple[str | None, list[str]]:
 
 def handle(args: argparse.Namespace) -> int:
     from anomalyseg.config import Config, load_config
-    from anomalyseg.engine.train import train
+    from anomalyseg.workflows.train import train
 
     config_path, overrides = split_items(args.items)
     if args.resume:
