@@ -69,6 +69,7 @@ def train(config: Config, *, device: str | torch.device | None = None, resume: s
 
 
 def _train(cfg: Config, ctx: D.DistContext, resume: Path | None) -> Path:
+    """The steps of one run, in order; the log file and TensorBoard writer are closed whatever happens."""
     cfg, ckpt = prepare_config(cfg, resume)
     amp = _set_numerics(cfg.train, ctx.device)
     data = _prepare_data(cfg, ctx)

@@ -59,6 +59,7 @@ class RunData:
 
     @property
     def num_classes(self) -> int:
+        """Known classes of the dataset (the model's outputs)."""
         return self.sets.spec.num_classes
 
 
@@ -74,6 +75,7 @@ class Trainables:
 
     @property
     def bare(self) -> nn.Module:
+        """The module without its DDP wrapper: what is validated and saved."""
         return ckpt_io.unwrap(self.model)
 
 
