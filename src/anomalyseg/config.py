@@ -28,8 +28,13 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------------------
 @dataclass
 class DataConfig:
-    """Dataset, augmentation and loader settings (crop / resize sizes are ``[height, width]``)."""
+    """Dataset, augmentation and loader settings (crop / resize sizes are ``[height, width]``).
 
+    ``dataset`` names a registered dataset (:mod:`anomalyseg.data.registry`: ``streethazards``,
+    ``cityscapes`` or one added with ``register_dataset``); its splits are opened from ``root``.
+    """
+
+    dataset: str = "streethazards"
     root: str = "data/streethazards"
     train_split: str = "train"
     val_split: str = "val"
@@ -45,6 +50,19 @@ class DataConfig:
     on_error: Literal["skip", "raise"] = "skip"
     max_train_samples: int | None = None  # first N training samples only (smoke runs)
     max_val_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        check_dataset_name(self.dataset)
+
+
+def check_dataset_name(name: str) -> None:
+    """One-line UserError unless ``name`` is registered (same rule and message as
+    :func:`anomalyseg.data.registry.dataset_spec`, without importing any loader: config stays torch-free)."""
+    from anomalyseg.data.registry import available_datasets
+
+    known = available_datasets()
+    if name.strip().lower().replace("-", "_") not in known:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(known)}")
 
 
 @dataclass

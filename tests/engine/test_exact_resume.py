@@ -14,7 +14,7 @@ from tests.engine.helpers import REPO_ROOT, assert_same_weights, subprocess_env,
 from anomalyseg.checkpoints.io import load_checkpoint
 from anomalyseg.cli import main as cli_main
 from anomalyseg.config import dump_config, load_config
-from anomalyseg.engine.train import train
+from anomalyseg.workflows.train import train
 
 
 def _wait_for(proc: subprocess.Popen, log_file, needle: str, timeout: float = 60.0) -> None:

@@ -14,8 +14,8 @@ from anomalyseg.cli import main as cli_main
 from anomalyseg.config import load_config
 from anomalyseg.data.streethazards import StreetHazards
 from anomalyseg.engine import guards
-from anomalyseg.engine.train import train
 from anomalyseg.errors import UserError
+from anomalyseg.workflows.train import train
 
 
 def test_test_split_is_refused_everywhere(synth_root, tmp_path, capsys):
@@ -97,3 +97,39 @@ def test_balanced_class_weights_formulas():
     med = np.median(f[:4])
     ref = np.where(f > 0, med / np.where(f > 0, f, 1), 0)
     np.testing.assert_allclose(m, ref / (f * ref).sum())
+
+
+def test_the_dataset_spec_decides_held_out_splits_and_anomaly_ids():
+    import dataclasses
+
+    from anomalyseg.data.registry import dataset_spec
+
+    sh, cs = dataset_spec("streethazards"), dataset_spec("cityscapes")
+    with pytest.raises(UserError, match=r"^the 'test' split holds the anomaly ground truth .*; use 'train' / 'val'$"):
+        guards.check_split_allowed("test", spec=sh)
+    with pytest.raises(UserError, match=r"^the 'test' split is held out for testing"):
+        guards.check_split_allowed("test", spec=cs)  # no anomalies in it, but still never trained on
+    guards.check_split_allowed("val", spec=cs)  # Cityscapes' evaluation split holds no anomalies
+    mine = dataclasses.replace(sh, name="mine", anomaly_ids=(5, 7), splits=("fit", "holdout"), eval_split="holdout",
+                               fit_split="fit", train_split="fit")
+    with pytest.raises(UserError, match=r"'holdout' split holds the anomaly ground truth .* use 'fit' / 'fit'"):
+        guards.check_split_allowed("holdout", "training", spec=mine)
+
+    has_13 = [{"label": torch.full((2, 2), 13)}]
+    has_7 = [{"label": torch.tensor([[0, 1], [7, 255]])}]
+    with pytest.raises(UserError, match=r"'a' split contains anomaly pixels \(label id 7\)"):
+        guards.scan_labels(has_7, "a", spec=mine)
+    assert guards.scan_labels(has_13, "a", spec=mine)[13] == 4  # 13 is a class of this dataset, not an anomaly
+    assert guards.scan_labels(has_13, "a", spec=cs)[13] == 4  # no anomaly ids: only counted
+    assert guards.scan_labels(has_13, "a", anomaly_ids=())[13] == 4
+    with pytest.raises(UserError, match=r"label id 13"):
+        guards.scan_labels(has_13, "a")  # no spec, no ids: StreetHazards' anomaly id, as before
+    with pytest.raises(UserError, match=r"label id 13"):
+        guards.assert_no_anomaly(has_13, "a", anomaly_id=13, spec=mine)  # explicit ids win over the spec's
+
+
+def test_scan_cache_is_keyed_by_the_anomaly_ids(synth_root):
+    ds = StreetHazards(synth_root, "train")
+    guards.scan_labels(ds, "train")  # clean for id 13: cached
+    with pytest.raises(UserError, match=r"'train' split contains anomaly pixels \(label id 0\)"):
+        guards.scan_labels(ds, "train", anomaly_ids=(0,))  # another id set: not answered from that cache

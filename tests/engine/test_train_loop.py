@@ -14,12 +14,16 @@ from tests.engine.tiny_model import build
 from torch import nn
 from torch.utils.data import DataLoader
 
+from anomalyseg.checkpoints.io import load_checkpoint, save_checkpoint
 from anomalyseg.config import load_config
+from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.data.samples import collate_samples
 from anomalyseg.engine.factory import SegLoss
 from anomalyseg.engine.rundir import create_run_dir
-from anomalyseg.engine.train import evaluate_segmentation, train, train_one_epoch
+from anomalyseg.engine.train import evaluate_segmentation, train_one_epoch
+from anomalyseg.errors import UserError
 from anomalyseg.models.outputs import SegOutput
+from anomalyseg.workflows.train import train
 
 CPU = torch.device("cpu")
 
@@ -136,6 +140,9 @@ def test_train_writes_run_and_never_overwrites(synth_root, tmp_path):
         assert (first / name).is_file(), name
     assert load_config(first / "config.yaml") == cfg  # the resolved config reloads to the same schema
     assert "12 train / 6 val samples, 3 steps/epoch" in (first / "train.log").read_text()
+    ckpt = load_checkpoint(first / "checkpoints" / "last.pt")
+    assert ckpt["dataset"] == "streethazards" and ckpt["anomaly_id"] == 13
+    assert ckpt["class_names"] == list(STREETHAZARDS.class_names) and len(ckpt["class_names"]) == 13
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -156,3 +163,22 @@ def test_early_stopping_stops_after_patience(synth_root, tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert len({h["miou"] for h in history}) == 1
     assert "early stop" in (run / "train.log").read_text()
+
+
+def test_a_run_from_before_data_dataset_existed_resumes(synth_root, tmp_path):
+    """Checkpoints written before ``data.dataset`` was added hold no such key: resuming must not count the new
+    key's default as a change of config."""
+    cfg = load_config(None, tiny_overrides(synth_root, tmp_path, "old", **{"train.epochs": 1}))
+    run = train(cfg, device="cpu")
+    last = run / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    del ckpt["config"]["data"]["dataset"]
+    save_checkpoint(last, ckpt)
+    longer = load_config(None, tiny_overrides(synth_root, tmp_path, "old", **{"train.epochs": 2}))
+    assert train(longer, device="cpu", resume=run) == run
+    resumed = load_checkpoint(last)
+    assert resumed["epoch"] == 2 and resumed["config"]["data"]["dataset"] == "streethazards"
+    changed = load_config(None, tiny_overrides(synth_root, tmp_path, "old", **{"train.epochs": 3,
+                                                                             "data.dataset": "cityscapes"}))
+    with pytest.raises(UserError, match=r"differs from the run's in data.dataset"):
+        train(changed, device="cpu", resume=run)

@@ -1,7 +1,6 @@
-"""Training engine: the loop (:mod:`.train`), checkpoints (:mod:`.checkpoint`), ``torchrun`` support
-(:mod:`.distributed`), the leakage guard (:mod:`.guards`) and the ``anomalyseg train`` command (:mod:`.train_cli`).
-
-Entry points: :func:`anomalyseg.engine.train.train` (a whole run from a :class:`~anomalyseg.config.Config`),
-:func:`~anomalyseg.engine.train.train_one_epoch`, :func:`~anomalyseg.engine.train.evaluate_segmentation` and
-:func:`~anomalyseg.engine.checkpoint.load_model_from_checkpoint`.
+"""The engine under the workflows: training and validation loops (:mod:`.train`), one-pass evaluation
+(:mod:`.evaluate`, :mod:`.metric_feed`), streaming scorer fits (:mod:`.fit`), test-time augmentation
+(:mod:`.tta`), data loaders with exact resume (:mod:`.loaders`), ``torchrun`` support (:mod:`.distributed`),
+the leakage guards (:mod:`.guards`), model / optimizer / loss construction (:mod:`.factory`), LR schedules,
+run folders and timings. Whole runs are the workflows' (:mod:`anomalyseg.workflows`).
 """

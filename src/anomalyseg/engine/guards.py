@@ -1,4 +1,9 @@
-"""Leakage guard: training and fitting refuse data whose labels contain the anomaly id, and the test split.
+"""Leakage guard: training and fitting refuse data whose labels contain an anomaly id, and the test split.
+
+Which ids are anomalies and which split holds them comes from the dataset's registry entry
+(:class:`~anomalyseg.data.registry.DatasetSpec`): StreetHazards' anomaly (id 13) lives in its evaluation split,
+``test``; a dataset without anomaly ids (Cityscapes) has nothing to scan for. Any split named ``test`` is
+refused whatever the dataset (held out for the final numbers).
 
 The scan reads label files only (no images), in parallel DataLoader workers, stops at the first anomaly pixel,
 and caches a clean result on disk keyed by the label files' paths, sizes and modification times, so the
@@ -11,8 +16,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,19 +26,46 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from anomalyseg.errors import UserError
 
+if TYPE_CHECKING:
+    from anomalyseg.data.registry import DatasetSpec
+
 log = logging.getLogger(__name__)
 
-#: Splits that may never be used to train, fit or choose checkpoints.
+#: Splits that may never be used to train, fit or choose checkpoints, whatever the dataset.
 FORBIDDEN_SPLITS = ("test",)
+#: Anomaly ids assumed when neither ids nor a dataset spec are given (StreetHazards').
+DEFAULT_ANOMALY_IDS: tuple[int, ...] = (13,)
 
 
-def check_split_allowed(split: str, purpose: str = "training") -> None:
-    """Refuse the test split for training / fitting / checkpoint selection (one line, names the split)."""
-    if str(split).strip().lower() in FORBIDDEN_SPLITS:
-        raise UserError(
-            f"the '{split}' split holds the anomaly ground truth and is never used for {purpose}; "
-            f"use 'train' / 'val'"
-        )
+def forbidden_splits(spec: DatasetSpec | None = None) -> tuple[str, ...]:
+    """Splits never trained / fitted / validated on: ``test``, plus the dataset's evaluation split when that
+    split holds its anomalies (the dataset has anomaly ids)."""
+    extra = (spec.eval_split,) if spec is not None and spec.anomaly_ids else ()
+    return tuple(dict.fromkeys((*FORBIDDEN_SPLITS, *extra)))
+
+
+def check_split_allowed(split: str, purpose: str = "training", *, spec: DatasetSpec | None = None) -> None:
+    """Refuse a held-out split (:func:`forbidden_splits`) for training / fitting / checkpoint selection
+    (one line, names the split)."""
+    name = str(split).strip().lower()
+    if name not in forbidden_splits(spec):
+        return
+    use = f"'{spec.train_split}' / '{spec.fit_split}'" if spec is not None and spec.train_split else "'train' / 'val'"
+    holds_anomalies = spec is None or (bool(spec.anomaly_ids) and name == spec.eval_split)
+    what = "holds the anomaly ground truth" if holds_anomalies else "is held out for testing"
+    raise UserError(f"the '{split}' split {what} and is never used for {purpose}; use {use}")
+
+
+def resolve_anomaly_ids(anomaly_ids: Sequence[int] | None = None, anomaly_id: int | None = None,
+                        spec: DatasetSpec | None = None) -> tuple[int, ...]:
+    """The ids to refuse: ``anomaly_ids``, else ``(anomaly_id,)``, else the spec's, else StreetHazards' (13)."""
+    if anomaly_ids is not None:
+        return tuple(int(i) for i in anomaly_ids)
+    if anomaly_id is not None:
+        return (int(anomaly_id),)
+    if spec is not None:
+        return tuple(int(i) for i in spec.anomaly_ids)
+    return DEFAULT_ANOMALY_IDS
 
 
 def cache_dir() -> Path:
@@ -43,15 +76,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "anomalyseg"
 
 
+def _unwrap(dataset: Any) -> tuple[Any, list[int] | None]:
+    """``(base dataset, indices into it or None for all)`` through nested ``Subset``s."""
+    if isinstance(dataset, Subset):
+        base, inner = _unwrap(dataset.dataset)
+        indices = [int(i) for i in dataset.indices]
+        return base, indices if inner is None else [inner[i] for i in indices]
+    return dataset, None
+
+
 def _label_paths(dataset: Any) -> list[Path] | None:
     """Label files of a StreetHazards-like dataset (``entries[i].label``), through ``Subset`` too."""
-    if isinstance(dataset, Subset):
-        inner = _label_paths(dataset.dataset)
-        return None if inner is None else [inner[i] for i in dataset.indices]
-    entries = getattr(dataset, "entries", None)
+    base, indices = _unwrap(dataset)
+    entries = getattr(base, "entries", None)
     if entries is None or not all(hasattr(e, "label") for e in entries):
         return None
-    return [Path(e.label) for e in entries]
+    paths = [Path(e.label) for e in entries]
+    return paths if indices is None else [paths[i] for i in indices]
 
 
 class _LabelCounts(Dataset):
@@ -70,6 +111,21 @@ class _LabelCounts(Dataset):
         return np.bincount(ids.ravel(), minlength=256)
 
 
+class _ReadLabelCounts(Dataset):
+    """Datasets with ``read_label(i)`` (Cityscapes): counts of the untransformed label, no image decoded."""
+
+    def __init__(self, base: Any, indices: list[int] | None) -> None:
+        self.base = base
+        self.indices = list(range(len(base))) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        label = np.asarray(self.base.read_label(self.indices[i])).astype(np.int64)
+        return np.bincount(np.clip(label, 0, 255).ravel(), minlength=256)
+
+
 class _SampleCounts(Dataset):
     """Fallback for datasets without label files: counts ``dataset[i]["label"]``."""
 
@@ -84,8 +140,19 @@ class _SampleCounts(Dataset):
         return torch.bincount(label.reshape(-1), minlength=256).numpy()
 
 
-def _fingerprint(paths: list[Path], anomaly_id: int) -> str:
-    h = hashlib.sha256(f"v2 anomaly_id={anomaly_id}".encode())
+def _count_source(dataset: Any, paths: list[Path] | None) -> Dataset:
+    """Per-label pixel counts: label files, else ``read_label``, else whole samples."""
+    if paths is not None:
+        return _LabelCounts(paths)
+    base, indices = _unwrap(dataset)
+    if callable(getattr(base, "read_label", None)):
+        return _ReadLabelCounts(base, indices)
+    return _SampleCounts(dataset)
+
+
+def _fingerprint(paths: list[Path], anomaly_ids: tuple[int, ...]) -> str:
+    ids = f"anomaly_id={anomaly_ids[0]}" if len(anomaly_ids) == 1 else f"anomaly_ids={','.join(map(str, anomaly_ids))}"
+    h = hashlib.sha256(f"v2 {ids}".encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -93,21 +160,24 @@ def _fingerprint(paths: list[Path], anomaly_id: int) -> str:
 
 
 def scan_labels(
-    dataset: Any, split: str, *, anomaly_id: int = 13, purpose: str = "training", workers: int = 0,
-    use_cache: bool = True,
+    dataset: Any, split: str, *, anomaly_ids: Sequence[int] | None = None, anomaly_id: int | None = None,
+    spec: DatasetSpec | None = None, purpose: str = "training", workers: int = 0, use_cache: bool = True,
 ) -> np.ndarray:
     """Pixel counts per label id (length 256, index 255 = ignore) over the split, refusing anomaly labels.
 
-    Raises a UserError naming ``split`` (and the first offending file) if any label contains ``anomaly_id``,
-    or if ``split`` is the test split. Works on :class:`~anomalyseg.data.StreetHazards` (label files only,
-    parallel, cached when clean) and on any dataset of dict samples.
+    Raises a UserError naming ``split`` (and the first offending file) if any label contains one of the
+    anomaly ids (:func:`resolve_anomaly_ids`: ``anomaly_ids``, ``anomaly_id``, the ``spec``'s, or 13), or if
+    ``split`` is held out (:func:`check_split_allowed`). With no anomaly ids the labels are only counted.
+    Works on :class:`~anomalyseg.data.StreetHazards` (label files only, parallel, cached when clean), on
+    datasets with ``read_label(i)`` (Cityscapes) and on any dataset of dict samples.
     """
-    check_split_allowed(split, purpose)
+    check_split_allowed(split, purpose, spec=spec)
+    ids = resolve_anomaly_ids(anomaly_ids, anomaly_id, spec)
     paths = _label_paths(dataset)
     cache_file = None
     if paths is not None and use_cache:
         try:
-            cache_file = cache_dir() / "leakage" / f"{_fingerprint(paths, anomaly_id)}.json"
+            cache_file = cache_dir() / "leakage" / f"{_fingerprint(paths, ids)}.json"
         except OSError:  # a label vanished: the dataset will say so itself when it is read
             cache_file = None
         if cache_file is not None and cache_file.is_file():
@@ -117,23 +187,24 @@ def scan_labels(
                 return np.asarray(cached["counts"], dtype=np.int64)
             except (OSError, ValueError, KeyError):
                 log.debug("ignoring unreadable cache %s", cache_file)
-    source: Dataset = _SampleCounts(dataset) if paths is None else _LabelCounts(paths)
     # own generator: the scan must not advance the global RNG (a cached scan would change the run otherwise)
-    loader = DataLoader(source, batch_size=16, num_workers=workers, collate_fn=list,
+    loader = DataLoader(_count_source(dataset, paths), batch_size=16, num_workers=workers, collate_fn=list,
                         generator=torch.Generator().manual_seed(0))
     total = np.zeros(256, dtype=np.int64)
     seen = 0
     for batch in loader:
         for counts in batch:
-            if counts[anomaly_id]:
+            found = next((i for i in ids if counts[i]), None)
+            if found is not None:
                 where = f" (first in {paths[seen]})" if paths is not None else f" (sample {seen})"
                 raise UserError(
-                    f"the '{split}' split contains anomaly pixels (label id {anomaly_id}){where}: it cannot be "
+                    f"the '{split}' split contains anomaly pixels (label id {found}){where}: it cannot be "
                     f"used for {purpose}; anomaly labels belong to the test split only"
                 )
             total += counts
             seen += 1
-    log.info("label scan: %d labels of split %r, no anomaly id", seen, split)
+    log.info("label scan: %d labels of split %r, %s", seen, split,
+             "no anomaly id" if ids else "counted (the dataset has no anomaly ids)")
     if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -146,9 +217,10 @@ def scan_labels(
 
 
 def assert_no_anomaly(
-    dataset: Any, split: str, *, anomaly_id: int = 13, purpose: str = "training", workers: int = 0,
-    use_cache: bool = True,
+    dataset: Any, split: str, *, anomaly_ids: Sequence[int] | None = None, anomaly_id: int | None = None,
+    spec: DatasetSpec | None = None, purpose: str = "training", workers: int = 0, use_cache: bool = True,
 ) -> None:
-    """Raise a UserError naming ``split`` if any label of ``dataset`` contains ``anomaly_id`` (see
-    :func:`scan_labels`), or if ``split`` is the test split."""
-    scan_labels(dataset, split, anomaly_id=anomaly_id, purpose=purpose, workers=workers, use_cache=use_cache)
+    """Raise a UserError naming ``split`` if any label of ``dataset`` contains an anomaly id, or if ``split``
+    is held out (see :func:`scan_labels`)."""
+    scan_labels(dataset, split, anomaly_ids=anomaly_ids, anomaly_id=anomaly_id, spec=spec, purpose=purpose,
+                workers=workers, use_cache=use_cache)

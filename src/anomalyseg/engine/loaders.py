@@ -1,4 +1,8 @@
-"""Data loading for training: resumable shuffled sampling and per-sample seeded augmentation.
+"""Data loading for training: the datasets of a config, resumable shuffled sampling and per-sample seeded
+augmentation.
+
+:func:`build_datasets` opens the training and validation splits of any registered dataset through its
+:class:`~anomalyseg.data.registry.DatasetSpec` (the one dataset interface), after the leakage guard's split check.
 
 Exact resume needs two things the stock pieces lack: starting an epoch at batch k
 (:class:`ResumableSampler`, a ``DistributedSampler`` that can skip its first samples) and augmentations
@@ -11,11 +15,59 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+from anomalyseg.config import DataConfig
+from anomalyseg.engine.guards import check_split_allowed
+from anomalyseg.errors import UserError
+
+if TYPE_CHECKING:
+    from anomalyseg.data.registry import DatasetSpec
+
+
+class TrainDatasets(NamedTuple):
+    """The two splits a run uses and where they come from."""
+
+    train: Dataset
+    val: Dataset
+    info: Any  # the opened dataset's ``info`` (DatasetInfo: palette, ...), None when it has none
+    spec: DatasetSpec
+
+
+def build_datasets(cfg: DataConfig) -> TrainDatasets:
+    """Training / validation splits of ``cfg.dataset`` with the configured transforms (held-out splits refused,
+    ``max_*_samples`` applied)."""
+    from anomalyseg.data.registry import available_datasets, dataset_spec
+    from anomalyseg.data.transforms import EvalTransform, TrainTransform
+
+    spec = dataset_spec(cfg.dataset)
+    if spec.train_split is None or not spec.has_class_labels:
+        trainable = [n for n in available_datasets() if dataset_spec(n).train_split and dataset_spec(n).class_names]
+        raise UserError(f"data.dataset={spec.name}: {spec.title} has no class labels to train on; "
+                        f"trainable: {', '.join(trainable)}")
+    check_split_allowed(cfg.train_split, "training", spec=spec)
+    check_split_allowed(cfg.val_split, "validation (choosing checkpoints)", spec=spec)
+    train_tf = TrainTransform(crop_size=cfg.crop_size, scale_range=cfg.scale_range, hflip=cfg.hflip,
+                              color_jitter=cfg.color_jitter, blur=cfg.blur)
+    train_ds = spec.open(cfg.root, cfg.train_split, train_tf, cfg.on_error)
+    val_ds = spec.open(cfg.root, cfg.val_split, EvalTransform(size=cfg.val_size), "raise")
+    info = getattr(train_ds, "info", None)
+    if cfg.max_train_samples is not None:
+        train_ds = Subset(train_ds, range(min(cfg.max_train_samples, len(train_ds))))
+    if cfg.max_val_samples is not None:
+        val_ds = Subset(val_ds, range(min(cfg.max_val_samples, len(val_ds))))
+    return TrainDatasets(train_ds, val_ds, info, spec)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from anomalyseg.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from anomalyseg.data.palette import colorize as colorize_ids
 from anomalyseg.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,9 @@ def detach_log_file(handler: logging.Handler) -> None:
     handler.close()
 
 
-def colorize(ids: torch.Tensor, palette: Sequence[Sequence[int]], ignore_index: int = 255) -> torch.Tensor:
-    """``(H,W)`` class ids -> ``(3,H,W)`` uint8 colours; ``ignore_index`` is white."""
-    lut = torch.zeros(256, 3, dtype=torch.uint8)
-    lut[: len(palette)] = torch.tensor([list(c) for c in palette], dtype=torch.uint8)
-    lut[ignore_index] = 255
-    return lut[ids.to(torch.int64).clamp(0, 255).cpu()].permute(2, 0, 1)
+def colorize(ids: torch.Tensor, palette: Sequence[Sequence[int]], ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """``(H,W)`` class ids -> ``(3,H,W)`` uint8 colours (:func:`anomalyseg.data.palette.colorize`, as a tensor)."""
+    return torch.from_numpy(colorize_ids(ids.detach().cpu().numpy(), palette, ignore_index)).permute(2, 0, 1)
 
 
 def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -77,6 +76,17 @@ def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return ((image.float().cpu() * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def prediction_panel(sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor], palette: Sequence[Sequence[int]],
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """image | ground truth | prediction side by side at label resolution, ``(3,H,3W)`` uint8 for TensorBoard."""
+    image, label, pred = sample
+    img = denormalize(image, mean, std)
+    if img.shape[-2:] != label.shape[-2:]:
+        img = torch.nn.functional.interpolate(img[None].float(), size=label.shape[-2:], mode="bilinear",
+                                              align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+    return torch.cat([img, colorize(label, palette), colorize(pred, palette)], dim=2)
 
 
 class RunLogger:

@@ -1,10 +1,10 @@
-"""The training loop, torchvision-references style: two flat functions plus :func:`train` that wires a run.
+"""The training loop, torchvision-references style: two flat functions.
 
 ``train_one_epoch`` runs optimizer steps (AMP, channels_last, gradient accumulation, DDP ``no_sync``);
-``evaluate_segmentation`` fills one dataset-level confusion matrix (synced across ranks). ``train`` builds
-everything from a :class:`~anomalyseg.config.Config`, owns the run directory and checkpoints, and resumes
-exactly from a mid-epoch checkpoint (see :mod:`anomalyseg.engine.loaders` for how data order and
-augmentation replay).
+``evaluate_segmentation`` fills one dataset-level confusion matrix (synced across ranks). A whole run
+(config -> datasets, model, run directory, checkpoints, exact resume) is the workflow
+:func:`anomalyseg.workflows.train.train`, which calls these; see :mod:`anomalyseg.engine.loaders` for how data
+order and augmentation replay on resume.
 """
 
 from __future__ import annotations
@@ -164,15 +164,4 @@ def evaluate_segmentation(
     return metrics.compute()
 
 
-def train(config: Any, device: str | torch.device | None = None, resume: Any = None) -> Any:
-    """Run (or resume) a training run described by ``config``; returns the run directory.
-
-    ``device`` overrides ``config.train.device``; ``resume`` is a run directory to continue exactly.
-    Under ``torchrun`` each process joins the group and trains with DDP; rank 0 writes.
-    """
-    from anomalyseg.engine.runner import run_training
-
-    return run_training(config, device=device, resume=resume)
-
-
-__all__ = ["evaluate_segmentation", "train", "train_one_epoch"]
+__all__ = ["autocast", "evaluate_segmentation", "train_one_epoch"]

@@ -25,6 +25,7 @@ import numpy as np
 
 from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.data.info import STREETHAZARDS
+from anomalyseg.data.palette import colorize as colorize_ids
 
 RGB = tuple[int, int, int]
 
@@ -85,12 +86,9 @@ def as_ids(values: Any) -> np.ndarray:
 def colorize(ids: Any, palette: Sequence[Sequence[int]] | None = None, ignore_index: int = IGNORE_INDEX
              ) -> np.ndarray:
     """Class ids -> RGB with ``palette`` (default: official StreetHazards, anomaly included); ``ignore_index``
-    white; ids without a palette entry black."""
-    palette = default_palette() if palette is None else palette
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(palette)] = np.asarray([list(c)[:3] for c in palette], dtype=np.uint8)
-    lut[ignore_index] = IGNORE_COLOR
-    return lut[np.clip(as_ids(ids), 0, 255)]
+    white; ids without a palette entry black. The lookup itself is :func:`anomalyseg.data.palette.colorize`,
+    shared with the engine's TensorBoard panels."""
+    return colorize_ids(as_ids(ids), default_palette() if palette is None else palette, ignore_index)
 
 
 def overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarray:

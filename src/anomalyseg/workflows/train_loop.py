@@ -1,0 +1,211 @@
+"""The epoch loop of a training run: train, validate when due, checkpoint; and the state it shares.
+
+:func:`anomalyseg.workflows.train.train` builds a :class:`TrainRun` (data, model, optimizer, run directory)
+and hands it to :func:`run_epochs`. Every ``last`` / ``best`` checkpoint holds what exact resume needs
+(:func:`checkpoint_payload`); every rank calls :func:`save` (RNG states are gathered), rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from anomalyseg import __version__
+from anomalyseg.checkpoints import io as ckpt_io
+from anomalyseg.config import Config, config_to_dict
+from anomalyseg.constants import IGNORE_INDEX
+from anomalyseg.engine import distributed as D
+from anomalyseg.engine.factory import SegLoss
+from anomalyseg.engine.loaders import ResumableSampler, TrainDatasets
+from anomalyseg.engine.rundir import RunLogger, prediction_panel
+from anomalyseg.engine.schedules import LRSchedule
+from anomalyseg.engine.train import evaluate_segmentation, train_one_epoch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopState:
+    """Progress of a run, saved in every checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps done
+    batch_in_epoch: int = 0  # batches of epoch ``epoch`` already consumed (mid-epoch checkpoints)
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    bad_validations: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunData:
+    """The opened splits, their loaders and what follows from their sizes and labels."""
+
+    sets: TrainDatasets
+    loader: DataLoader
+    sampler: ResumableSampler
+    val_loader: DataLoader
+    batches_per_epoch: int
+    steps_per_epoch: int
+    class_weights: list[float] | None
+
+    @property
+    def num_classes(self) -> int:
+        """Known classes of the dataset (the model's outputs)."""
+        return self.sets.spec.num_classes
+
+
+@dataclass
+class Trainables:
+    """Model (DDP-wrapped under ``torchrun``), the bare module inside it, loss, optimizer, schedule, scaler."""
+
+    model: nn.Module
+    criterion: SegLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: LRSchedule
+    scaler: torch.amp.GradScaler
+
+    @property
+    def bare(self) -> nn.Module:
+        """The module without its DDP wrapper: what is validated and saved."""
+        return ckpt_io.unwrap(self.model)
+
+
+@dataclass
+class TrainRun:
+    """What the loop's steps share once everything is built."""
+
+    cfg: Config
+    ctx: D.DistContext
+    amp: str
+    data: RunData
+    parts: Trainables
+    state: LoopState
+    run_dir: Path
+    logger: RunLogger
+    resumed: bool
+    rng_all: list[Any] = field(default_factory=list)  # every rank's RNG state at the last save
+
+    @property
+    def palette(self) -> list[Any]:
+        """The dataset's colours for the TensorBoard panels (a fixed cycle when it has none)."""
+        fallback = [(i * 19 % 256, i * 67 % 256, i * 137 % 256) for i in range(256)]
+        return list(getattr(self.data.sets.info, "palette", fallback))
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------
+def run_epochs(run: TrainRun) -> None:
+    """Epochs from where the state stands: train, validate when due, save ``last``; stop early if asked."""
+    cfg, state, t = run.cfg, run.state, run.cfg.train
+    log.info("run %s: %s on %s x%d, %d train / %d val samples, %d steps/epoch, %d epochs", run.run_dir,
+             cfg.model.name, run.ctx.device, run.ctx.world_size, len(run.data.sets.train), len(run.data.sets.val),
+             run.data.steps_per_epoch, t.epochs)
+    if run.resumed:
+        log.info("resuming at epoch %d, batch %d (step %d)", state.epoch + 1, state.batch_in_epoch, state.step)
+    for epoch in range(state.epoch, t.epochs):
+        mean_loss = _train_epoch(run, epoch)
+        stop = False
+        if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
+            stop = _validate(run, epoch, mean_loss)
+        save(run, "last")
+        if stop:
+            log.info("early stop: no mIoU improvement in %d validations", state.bad_validations)
+            break
+
+
+def _train_epoch(run: TrainRun, epoch: int) -> float:
+    """One epoch (or its rest, on resume) of optimizer steps; returns the mean loss."""
+    cfg, data, parts, state, t = run.cfg, run.data, run.parts, run.state, run.cfg.train
+    data.sampler.set_epoch(epoch)
+    data.sampler.set_start(state.batch_in_epoch * cfg.data.batch_size)
+    mean_loss = train_one_epoch(
+        parts.model, parts.criterion, parts.optimizer, data.loader, parts.scheduler, run.ctx.device, epoch,
+        num_batches=data.batches_per_epoch, start_batch=state.batch_in_epoch, grad_accum=t.grad_accum, amp=run.amp,
+        channels_last=t.channels_last, scaler=parts.scaler, grad_clip_norm=cfg.optim.grad_clip_norm,
+        log_every=t.log_every, on_step=functools.partial(_on_step, run), progress=t.progress and run.ctx.is_main)
+    state.epoch, state.batch_in_epoch = epoch + 1, 0
+    log.info("epoch %d/%d: mean loss %.4f, lr %.3g", epoch + 1, t.epochs, mean_loss,
+             parts.optimizer.param_groups[0]["lr"])
+    D.sync_buffers(run.ctx, parts.bare)
+    return mean_loss
+
+
+def _on_step(run: TrainRun, batches_done: int, loss: float | None) -> None:
+    """After each optimizer step: count it, log the loss when given, save a mid-epoch ``last`` when due."""
+    state = run.state
+    state.step += 1
+    state.batch_in_epoch = batches_done
+    if loss is not None:
+        run.logger.scalars({"train/loss": loss, "train/lr": run.parts.optimizer.param_groups[0]["lr"]}, state.step)
+    every = run.cfg.train.checkpoint_every_steps
+    if every and state.step % every == 0 and batches_done < run.data.batches_per_epoch:
+        save(run, "last")
+        if run.ctx.is_main:
+            log.info("saved mid-epoch checkpoint at step %d (epoch %d, batch %d)", state.step, state.epoch + 1,
+                     batches_done)
+
+
+def _validate(run: TrainRun, epoch: int, mean_loss: float) -> bool:
+    """mIoU on the validation split: log it, step a plateau schedule, save ``best`` when it improved.
+    Returns whether early stopping is due."""
+    state, t, spec = run.state, run.cfg.train, run.data.sets.spec
+    shown: list[Any] = []
+    result = evaluate_segmentation(run.parts.bare, run.data.val_loader, run.ctx.device, run.data.num_classes,
+                                   amp=run.amp, channels_last=t.channels_last, progress=t.progress and run.ctx.is_main,
+                                   collect=shown, max_collect=t.num_vis_images if run.ctx.is_main else 0)
+    record = {"epoch": epoch + 1, "step": state.step, "train_loss": mean_loss,
+              **{k: result[k] for k in ("miou", "per_class_iou", "pixel_accuracy", "mean_class_accuracy")}}
+    state.history.append(record)
+    run.logger.validation(record, list(spec.class_names), state.step)
+    palette = run.palette
+    run.logger.images("val", [prediction_panel(s, palette) for s in shown], state.step)
+    run.parts.scheduler.observe(result["miou"])
+    improved = not math.isnan(result["miou"]) and result["miou"] > state.best_metric
+    if improved:
+        state.best_metric, state.best_epoch, state.bad_validations = result["miou"], epoch + 1, 0
+    else:
+        state.bad_validations += 1
+    log.info("validation epoch %d: mIoU %.4f (best %.4f at epoch %d)", epoch + 1, result["miou"],
+             state.best_metric, state.best_epoch)
+    if improved:
+        save(run, "best")
+    patience = t.early_stop_patience
+    return patience is not None and state.bad_validations >= patience
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------
+def save(run: TrainRun, name: str) -> None:
+    """Write ``checkpoints/<name>.pt`` (rank 0); collective: every rank calls it (RNG states are gathered)."""
+    run.rng_all = D.gather_objects(run.ctx, ckpt_io.rng_state())
+    if run.ctx.is_main:
+        ckpt_io.save_checkpoint(run.run_dir / "checkpoints" / f"{name}.pt", checkpoint_payload(run))
+
+
+def checkpoint_payload(run: TrainRun) -> dict[str, Any]:
+    """Everything a checkpoint holds (see :mod:`anomalyseg.checkpoints.io`): weights, training states, the
+    loop's progress, RNG states, the config and the dataset's class metadata."""
+    bare, parts, state, spec = run.parts.bare, run.parts, run.state, run.data.sets.spec
+    return {
+        "format": ckpt_io.FORMAT, "model_name": run.cfg.model.name, "num_classes": run.data.num_classes,
+        "has_aux": bool(getattr(bare, "has_aux", False)), "class_names": list(spec.class_names),
+        "ignore_index": IGNORE_INDEX, "anomaly_id": int(spec.anomaly_ids[0]) if spec.anomaly_ids else None,
+        "dataset": spec.name, "model": bare.state_dict(),
+        "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict(), "epoch": state.epoch, "step": state.step,
+        "batch_in_epoch": state.batch_in_epoch, "loop": {**state.__dict__, "history": list(state.history)},
+        "rng": run.rng_all, "config": config_to_dict(run.cfg),
+        "versions": {"anomalyseg": __version__, "torch": str(torch.__version__)},
+    }
