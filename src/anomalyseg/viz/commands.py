@@ -136,10 +136,12 @@ def visualize(
     from anomalyseg.engine.distributed import resolve_device
     from anomalyseg.engine.scorer_states import default_states_path, load_fitted
     from anomalyseg.engine.tta import TTA
+    from anomalyseg.metrics.targets import anomaly_target
     from anomalyseg.models.checkpoints import file_sha256
     from anomalyseg.report.results import read_results
     from anomalyseg.scoring import scorers_from_spec
     from anomalyseg.viz import panels as P
+    from anomalyseg.viz.colors import as_ids
     from anomalyseg.viz.samples import image_threshold, predict_sample, results_threshold, safe_name, select_samples
 
     out = Path(out)
@@ -171,7 +173,7 @@ def visualize(
     for index in chosen:
         sample = dataset[index]
         pred = predict_sample(model, sample, sc, dev, transform=transform, tta=TTA.parse(tta_spec))
-        target = P.anomaly_target_from_gt(pred.label, (info.anomaly_id,), info.ignore_index)
+        target = anomaly_target(as_ids(pred.label), (info.anomaly_id,), void_label=info.ignore_index)
         value = thr_value if thr_value is not None else image_threshold(pred.score, target, threshold)
         data = P.panel_data(pred.image, pred.label, pred.pred, pred.confidence, pred.score, value, target,
                             info.palette, num_classes=info.num_classes, anomaly_ids=(info.anomaly_id,),
