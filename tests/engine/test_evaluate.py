@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 from tests.engine.tiny_model import build
+from tests.metrics.paths import PATHS, on_path
 from torch.utils.data import DataLoader
 
 from anomalyseg.checkpoints.io import FORMAT, save_checkpoint
@@ -18,7 +19,7 @@ from anomalyseg.checkpoints.reload import load_model
 from anomalyseg.data import STREETHAZARDS, StreetHazards, collate_samples
 from anomalyseg.data.synthetic import write_synthetic
 from anomalyseg.data.transforms import EvalTransform
-from anomalyseg.engine.evaluate import EvalPlan, run_evaluation
+from anomalyseg.engine.evaluate import EvalPlan, _targets, run_evaluation
 from anomalyseg.engine.fit import fit_scorers
 from anomalyseg.engine.tta import TTA, forward
 from anomalyseg.errors import NotFittedError, UserError
@@ -206,6 +207,45 @@ def test_eval_at_input_resizes_labels_instead(tree, model):
     pooled = res["scorers"]["max_logit"]["metrics"]["pooled"]
     assert pooled["num_positive"] + pooled["num_negative"] == 5 * INPUT_HW[0] * INPUT_HW[1]
     assert pooled["protocol_settings"]["eval_at"] == "input" and "per_image" not in res["protocols"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_targets_per_protocol_and_void_rule(path):
+    """label 255 counts as normal only under the official per-image protocol; ids in ignore_ids and (then) 255
+    are left out of both protocols; the segmentation target drops the anomaly ids."""
+    label = torch.tensor([[[0, 13, 255, 3], [13, 7, 3, 255]]])
+    official = on_path(path, lambda: _targets(label, ("per_image", "pooled"), (13,), (), drop_void=False))
+    assert official["per_image"].tolist() == [[[0, 1, 0, 0], [1, 0, 0, 0]]]
+    assert official["pooled"].tolist() == [[[0, 1, 255, 0], [1, 0, 0, 255]]]
+    dropped = on_path(path, lambda: _targets(label, ("per_image", "pooled"), (13,), (3,), drop_void=True))
+    for p in ("per_image", "pooled"):
+        assert dropped[p].tolist() == [[[0, 1, 255, 255], [1, 0, 255, 255]]]
+        assert dropped[p].dtype == label.dtype
+
+
+@pytest.mark.parametrize("ignore_ids", [(), (STREETHAZARDS.class_names.index("other"), 0)])
+def test_torch_paths_equal_an_sklearn_loop(tree, model, ignore_ids):
+    """The whole evaluation with every dispatch on its torch side (the CUDA code, here on CPU tensors): targets,
+    segmentation target, scorers and metrics give the sklearn loop's numbers and the numpy side's results."""
+    scorers = [get_scorer("max_logit"), get_scorer("rba"), get_scorer("gen")]
+    res = on_path("torch", lambda: run_evaluation(model, loader(tree), scorers, "cpu", ignore_ids=ignore_ids))
+    ref = reference(model, tree, ignore_ids=ignore_ids)
+    m = res["scorers"]["max_logit"]["metrics"]
+    for key in ("auroc", "aupr", "fpr95"):
+        assert m["per_image"][key] == pytest.approx(np.mean([r[key] for r in ref["per_image"]]), abs=1e-9)
+        assert m["pooled"][key] == pytest.approx(ref["pooled"][key], abs=2e-5)
+    assert res["segmentation"]["miou"] == pytest.approx(ref["miou"], abs=1e-12)
+    base = run_evaluation(model, loader(tree), scorers, "cpu", ignore_ids=ignore_ids)
+    assert res["segmentation"]["confusion_matrix"] == base["segmentation"]["confusion_matrix"]
+    for name in ("max_logit", "rba", "gen"):
+        # numpy's and torch's tanh / pow round differently in the last bit, which reorders near-tied scores
+        tol = 1e-12 if name == "max_logit" else 1e-3
+        for p in ("per_image", "pooled"):
+            got, want = res["scorers"][name]["metrics"][p], base["scorers"][name]["metrics"][p]
+            for key in ("num_positive", "num_negative", "num_images_skipped"):
+                assert got[key] == want[key], (name, p, key)
+            for key in ("auroc", "aupr", "fpr95"):
+                assert got[key] == pytest.approx(want[key], abs=tol), (name, p, key)
 
 
 # ---- test-time augmentation ----------------------------------------------------------------------------------

@@ -146,6 +146,15 @@ def test_explicit_target_overrides_gt(case):
     assert tuple(data.rgb["outcome"][2, 10]) == C.OUTCOME_COLORS["ignored"]
 
 
+def test_default_target_leaves_out_the_given_void_id(case):
+    """With ``ignore_index=250`` the derived target leaves the 250 pixels out (their 16 detections at 0.95 are
+    not false positives) and treats the anomaly id as before."""
+    gt = np.where(case["gt"] == IGNORE, 250, case["gt"])
+    data = panel_data(case["image"], gt, case["pred"], case["confidence"], case["score"], THRESHOLD,
+                      ignore_index=250)
+    assert (data.stats["tp"], data.stats["fp"], data.stats["fn"], data.stats["tn"]) == (64, 32, 64, 80)
+    assert tuple(data.rgb["outcome"][14, 14]) == C.OUTCOME_COLORS["ignored"]  # counted, it would be an FP
+
 def test_mismatched_sizes_are_refused(case):
     with pytest.raises(ValueError, match="score has shape"):
         panel_data(case["image"], case["gt"], case["pred"], case["confidence"], case["score"][:8], THRESHOLD)

@@ -1,20 +1,20 @@
-"""The sample dict every dataset returns, batching such samples, and the 1 / 0 / ignore anomaly map the
-metrics read."""
+"""The sample dict every dataset returns and batching such samples.
+
+``anomaly_target`` (the 1 / 0 / ignore map the metrics read) is defined in :mod:`anomalyseg.metrics.targets`
+and re-exported here for ``anomalyseg.data.anomaly_target``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from anomalyseg.constants import IGNORE_INDEX
-from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.data.io import check_same_size
+from anomalyseg.metrics.targets import anomaly_target as anomaly_target  # public as anomalyseg.data.anomaly_target
 
-ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 #: Joint ``(image uint8 (3,H,W), label int64 (H,W)) -> (image, label)`` callable of the datasets.
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -58,32 +58,3 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         else:
             batch[key] = values
     return batch
-
-
-def anomaly_target(
-    label: ArrayT,
-    anomaly_ids: Iterable[int] = (STREETHAZARDS.anomaly_id,),
-    ignore_ids: Iterable[int] = (),
-    ignore_index: int = IGNORE_INDEX,
-) -> ArrayT:
-    """Binary anomaly map for the metrics: 1 where ``label`` is an anomaly id, 0 for known classes, and
-    ``ignore_index`` where the label is already ``ignore_index`` or one of ``ignore_ids``.
-
-    ``ignore_ids`` reproduces protocols that drop classes from the evaluation, e.g. ``(3,)`` ("other") or
-    ``(0,)`` ("unlabeled"). Works on tensors (any device) and numpy arrays; keeps the input's type and dtype.
-    """
-    anomaly_ids, ignore_ids = tuple(int(i) for i in anomaly_ids), tuple(int(i) for i in ignore_ids)
-    if set(anomaly_ids) & set(ignore_ids):
-        raise ValueError(f"ids {sorted(set(anomaly_ids) & set(ignore_ids))} are both anomaly and ignored")
-    if isinstance(label, torch.Tensor):
-        def isin(ids: tuple[int, ...]) -> torch.Tensor:
-            return torch.isin(label, torch.tensor(ids, dtype=label.dtype, device=label.device))
-        out = torch.zeros_like(label)
-        out[isin(anomaly_ids)] = 1
-        out[isin((*ignore_ids, ignore_index))] = ignore_index
-        return out
-    arr = np.asarray(label)
-    out_np = np.zeros_like(arr)
-    out_np[np.isin(arr, anomaly_ids)] = 1
-    out_np[np.isin(arr, (*ignore_ids, ignore_index))] = ignore_index
-    return out_np

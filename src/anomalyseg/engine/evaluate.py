@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -36,6 +35,7 @@ from anomalyseg.engine.timing import StageTimer, timings_summary
 from anomalyseg.engine.tta import TTA, forward
 from anomalyseg.errors import NotFittedError, UserError
 from anomalyseg.metrics import AnomalyMetrics, SegmentationMetrics
+from anomalyseg.metrics.targets import anomaly_target, mask_ids
 from anomalyseg.scoring import FIT_COMMAND, Scorer, check_unique
 from anomalyseg.scoring.base import labels_at
 
@@ -78,32 +78,17 @@ def _accumulator(protocol: str, drop_void: bool, fpr_rule: str = "first") -> Ano
     return AnomalyMetrics("pooled", ignore_index=IGNORE_INDEX, fpr_rule=fpr_rule, validate=False)
 
 
-def _isin(label: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
-    if label.device.type == "cpu":  # numpy: torch's CPU integer kernels are several times slower here
-        lab = label.numpy()
-        out = np.zeros(lab.shape, dtype=bool)
-        for i in ids:
-            out |= lab == i
-        return torch.from_numpy(out)
-    return torch.isin(label, torch.tensor(list(ids), dtype=label.dtype, device=label.device))
-
-
-def _where(mask: torch.Tensor, value: int, other: torch.Tensor) -> torch.Tensor:
-    """``torch.where(mask, value, other)`` (numpy on CPU, as :func:`_isin`)."""
-    if other.device.type == "cpu":
-        return torch.from_numpy(np.where(mask.numpy(), np.array(value, other.numpy().dtype), other.numpy()))
-    return torch.where(mask, torch.full_like(other, value), other)
-
-
 def _targets(label: torch.Tensor, protocols: Sequence[str], anomaly_ids: Sequence[int], ignore_ids: Sequence[int],
              drop_void: bool) -> dict[str, torch.Tensor]:
-    """Per protocol, the 1 / 0 (/ 255) anomaly map the accumulators read."""
-    anomaly = _isin(label, anomaly_ids)
-    dropped = _isin(label, [*ignore_ids, IGNORE_INDEX])
-    masked = _where(dropped, IGNORE_INDEX, anomaly.to(label.dtype))
+    """Per protocol, the 1 / 0 (/ 255) anomaly map the accumulators read (label 255 counts as normal only under
+    the official per-image protocol, i.e. per_image without ``drop_void``)."""
+    built: dict[int | None, torch.Tensor] = {}
     out = {}
     for p in protocols:
-        out[p] = anomaly.to(label.dtype) if (p == "per_image" and not drop_void) else masked
+        void = None if (p == "per_image" and not drop_void) else IGNORE_INDEX
+        if void not in built:
+            built[void] = anomaly_target(label, anomaly_ids, ignore_ids, void_label=void)
+        out[p] = built[void]
     return out
 
 
@@ -278,7 +263,7 @@ class _Evaluator:
             if tuple(label.shape[-2:]) != size:
                 label = labels_at(label, size)
             if plan.segmentation:
-                known = _where(_isin(label, plan.anomaly_ids), IGNORE_INDEX, label)
+                known = mask_ids(label, plan.anomaly_ids)
                 self.seg.update(output.logits.max(1).indices, known)  # max(1) is ~3x faster than argmax(1) on CPU
             targets = _targets(label, plan.protocols, plan.anomaly_ids, plan.ignore_ids, plan.drop_void)
         ids = list(batch.get("id") or [None] * label.shape[0])

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from anomalyseg.metrics.backend import numpy_path
 from anomalyseg.metrics.base import Accumulator, distributed_ready
 from anomalyseg.metrics.curves import (
     FPR_RULES,
@@ -41,7 +42,7 @@ _NAN = float("nan")
 
 def check_finite(scores: torch.Tensor) -> None:
     """Raise ``ValueError`` when ``scores`` hold NaN or inf (numpy on CPU; one host sync on GPU)."""
-    if scores.device.type == "cpu":
+    if numpy_path(scores):
         ok = bool(np.isfinite(scores.detach().float().numpy()).all())
     else:
         ok = bool(torch.isfinite(scores).all())
@@ -111,7 +112,7 @@ class AnomalyMetrics(Accumulator):
             raise ValueError(f"scores must be floating point, got {scores.dtype}")
         if not self.validate:
             return
-        if scores.device.type == "cpu":  # numpy: torch's CPU elementwise kernels are several times slower here
+        if numpy_path(scores):  # numpy: torch's CPU elementwise kernels are several times slower here
             check_finite(scores)
             tn = target.numpy()
             ok = (tn == 0) | (tn == 1)
@@ -149,7 +150,7 @@ class AnomalyMetrics(Accumulator):
 
     def _valid(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Counted scores and their boolean labels (1-D)."""
-        if s.device.type == "cpu":  # numpy masking is several times faster than torch's on CPU here
+        if numpy_path(s):  # numpy masking is several times faster than torch's on CPU here
             sn, tn = s.detach().float().numpy(), t.numpy()
             if self.ignore_index is not None:
                 keep = tn != self.ignore_index
@@ -165,7 +166,7 @@ class AnomalyMetrics(Accumulator):
         s, y = self._valid(scores.reshape(-1), target.reshape(-1))
         assert self.hist is not None
         self.hist.to(s.device).add(s, y)
-        if y.device.type == "cpu":
+        if numpy_path(y):
             npos_host = int(np.count_nonzero(y.numpy()))
             self.counts += torch.tensor([scores.shape[0], 0, npos_host, y.numel() - npos_host], dtype=torch.int64)
             return
@@ -175,7 +176,7 @@ class AnomalyMetrics(Accumulator):
 
     def _update_image(self, s: torch.Tensor, t: torch.Tensor) -> None:
         s, y = self._valid(s, t)
-        npos = int(np.count_nonzero(y.numpy())) if y.device.type == "cpu" else int(y.sum())
+        npos = int(np.count_nonzero(y.numpy())) if numpy_path(y) else int(y.sum())
         nneg = y.numel() - npos
         skipped = npos == 0 or nneg == 0
         self.counts += torch.tensor([1, int(skipped), npos, nneg], dtype=torch.int64, device=self.counts.device)

@@ -19,6 +19,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from anomalyseg.metrics.backend import numpy_path
+
 FprRule = Literal["first", "closest", "interp"]
 FPR_RULES: tuple[str, ...] = ("first", "closest", "interp")
 TARGET_TPR = 0.95
@@ -133,11 +135,8 @@ def exact_counts(scores: torch.Tensor, labels: torch.Tensor,
     """
     s = scores.detach().reshape(-1).to(torch.float32) + 0.0  # folds -0.0 onto +0.0
     y = labels.reshape(-1).to(torch.bool)
-    if s.device.type == "cpu":
-        parts = _positive_runs_numpy(s.numpy(), y.numpy(), thresholds)
-    else:
-        parts = _positive_runs_torch(s, y)
-    u, tps_b, ge, gt, thr_a, lowest, n_neg = parts
+    runs = _positive_runs_numpy(s.numpy(), y.numpy(), thresholds) if numpy_path(s) else _positive_runs_torch(s, y)
+    u, tps_b, ge, gt, thr_a, lowest, n_neg = runs
     if u.size == 0:
         return np.zeros(1), np.full(1, float(n_neg)), lowest if thresholds else None
     ge, gt = ge.astype(np.float64), gt.astype(np.float64)  # negatives >= u, > u

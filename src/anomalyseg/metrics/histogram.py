@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from anomalyseg.metrics.backend import numpy_path
+
 _INT32_LIMIT = 2**31 - 1
 
 
@@ -27,7 +29,7 @@ def order_bins(scores: torch.Tensor, bits: int) -> torch.Tensor:
     Same ordering as :func:`~anomalyseg.metrics.curves.float_order_key` (``key >> (32 - bits)``), computed
     in int32; on CPU through numpy, whose integer kernels are several times faster than torch's here.
     """
-    if scores.device.type == "cpu":
+    if numpy_path(scores):
         x = scores.detach().to(torch.float32).contiguous().numpy() + np.float32(0.0)  # folds -0.0 onto +0.0
         i = x.view(np.int32)
         k = i ^ ((i >> 31) & np.int32(0x7FFFFFFF))
@@ -92,7 +94,7 @@ class BlockHistogram:
         bins = order_bins(scores, self.bits)
         self._widen(bins.numel())
         mask = 2**self.block_bits - 1
-        if bins.device.type == "cpu":  # numpy: torch's CPU integer kernels are ~10x slower here
+        if numpy_path(bins):  # numpy: torch's CPU integer kernels are ~10x slower here
             b, y = bins.numpy(), positive.reshape(-1).numpy().view(np.int8)
             blocks = b >> self.block_bits
             slots = self.slot.numpy()[blocks]
@@ -113,7 +115,7 @@ class BlockHistogram:
 
     def totals(self) -> tuple[int, int]:
         """(negatives, positives) counted so far."""
-        if self.device.type == "cpu":  # numpy sums in place; torch would first copy the pool to int64
+        if numpy_path(self.pool):  # numpy sums in place; torch would first copy the pool to int64
             neg, pos = self.pool.numpy().sum(axis=(0, 2), dtype=np.int64).tolist()
         else:
             neg, pos = self.pool.sum(dim=(0, 2), dtype=torch.int64).tolist()

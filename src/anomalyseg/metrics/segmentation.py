@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anomalyseg.metrics.backend import numpy_path
 from anomalyseg.metrics.base import Accumulator
 
 
@@ -48,7 +49,7 @@ class SegmentationMetrics(Accumulator):
             raise ValueError("pred must be class ids (integer) or logits with a class dimension")
         self._follow(target.device)
         C = self.num_classes
-        if target.device.type == "cpu":  # numpy: torch's CPU integer kernels are several times slower here
+        if numpy_path(target):  # numpy: torch's CPU integer kernels are several times slower here
             counts = torch.from_numpy(self._counts_numpy(pred.reshape(-1).numpy(), target.reshape(-1).numpy()))
             self.confusion += counts.reshape(C, C)
             return

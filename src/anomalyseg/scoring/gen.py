@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
+from anomalyseg.metrics.backend import numpy_path
 from anomalyseg.scoring.base import Scorer, known_classes_setting, require
 from anomalyseg.scoring.softmax import scorer_softmax
 
@@ -38,7 +39,7 @@ class GEN(Scorer):
         if self.params["top_m"] < p.shape[1]:
             p = p.topk(self.params["top_m"], dim=1).values
         g = self.params["gamma"]
-        if p.device.type == "cpu":  # numpy's pow: same wall time as torch's on 2 threads, half the CPU here
+        if numpy_path(p):  # numpy's pow: same wall time as torch's on 2 threads, half the CPU here
             pn = p.numpy()
             return torch.from_numpy(np.power(pn * (1 - pn), np.float32(g)).sum(1))
         return (p * (1 - p)).pow_(g).sum(1)  # p^g (1-p)^g with one pow

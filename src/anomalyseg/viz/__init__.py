@@ -1,5 +1,5 @@
 """anomalyseg.viz: qualitative panels, comparison grids, palette legends (:mod:`.panels`; real-photo sets
-with a normal / anomaly / void ground truth: :mod:`.binary`, :mod:`.real_sets`), PR / ROC and
+with a normal / anomaly / void ground truth: :mod:`.binary`, :func:`anomalyseg.workflows.visualize.visualize`), PR / ROC and
 threshold-sensitivity plots from stored curves (:mod:`.curves`), sample choice (:mod:`.samples`) and the
 ``anomalyseg visualize`` command (:mod:`.commands`). Matplotlib figures on Agg canvases, no pyplot state.
 

@@ -26,6 +26,7 @@ from matplotlib.patches import Patch
 from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.metrics import SegmentationMetrics
+from anomalyseg.metrics.targets import anomaly_target
 from anomalyseg.viz import colors as C
 
 #: Names of the nine panel views, row by row.
@@ -81,15 +82,6 @@ class Panel:
 def pct(value: float) -> str:
     """A fraction as ``41.2%`` (``n/a`` when missing or not finite)."""
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
-
-
-def anomaly_target_from_gt(gt: np.ndarray, anomaly_ids: Sequence[int] = (13,), ignore_index: int = IGNORE_INDEX
-                           ) -> np.ndarray:
-    """1 where ``gt`` is an anomaly id, 255 where it is ``ignore_index``, 0 elsewhere."""
-    gt = C.as_ids(gt)
-    target = np.isin(gt, list(anomaly_ids)).astype(np.int64)
-    target[gt == ignore_index] = 255
-    return target
 
 
 def sample_stats(gt: Any, pred: Any, target: Any, detected: Any, *, num_classes: int = 13,
@@ -159,7 +151,8 @@ def panel_data(
     for name, arr in (("pred", pred_ids), ("confidence", conf), ("score", sc)):
         if arr.shape != shape:
             raise ValueError(f"{name} has shape {arr.shape}, the ground truth {shape}: give every map at one size")
-    target_ids = anomaly_target_from_gt(gt_ids, anomaly_ids, ignore_index) if target is None else C.as_ids(target)
+    target_ids = (anomaly_target(gt_ids, anomaly_ids, void_label=ignore_index) if target is None
+                  else C.as_ids(target))
     img = resize_image(C.to_hwc_uint8(image), shape)
     detected = sc >= threshold
     gt_rgb, pred_rgb = C.colorize(gt_ids, palette, ignore_index), C.colorize(pred_ids, palette, ignore_index)

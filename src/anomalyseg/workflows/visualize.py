@@ -158,7 +158,9 @@ def _finite(stats: dict[str, Any]) -> dict[str, Any]:
 def _draw_classes(data: S.EvalData, plan: dict[str, Any], loaded: Any, sc: Any, device: Any, folder: Path, *,
                   dpi: int, force: bool, provenance: dict[str, Any]) -> dict[str, Any]:
     """3x3 panels for a dataset with class labels, plus grid, legend and manifest."""
+    from anomalyseg.metrics.targets import anomaly_target
     from anomalyseg.viz import panels as P
+    from anomalyseg.viz.colors import as_ids
     from anomalyseg.viz.samples import image_threshold, predict_sample, safe_name
 
     info, spec = data.dataset.info, data.spec
@@ -167,7 +169,7 @@ def _draw_classes(data: S.EvalData, plan: dict[str, Any], loaded: Any, sc: Any, 
     datas, entries = [], []
     for index in plan["chosen"]:
         pred = predict_sample(loaded.model, data.dataset[index], sc, device, transform=transform, tta=plan["tta_obj"])
-        target = P.anomaly_target_from_gt(pred.label, spec.anomaly_ids, info.ignore_index)
+        target = anomaly_target(as_ids(pred.label), spec.anomaly_ids, void_label=info.ignore_index)
         spec_ = provenance["threshold_spec"]
         value = thr_value if thr_value is not None else image_threshold(pred.score, target, spec_)
         panel_data = P.panel_data(pred.image, pred.label, pred.pred, pred.confidence, pred.score, value, target,
