@@ -1,7 +1,7 @@
 """anomalyseg.viz: qualitative panels, comparison grids, palette legends (:mod:`.panels`; real-photo sets
-with a normal / anomaly / void ground truth: :mod:`.binary`, :func:`anomalyseg.workflows.visualize.visualize`), PR / ROC and
-threshold-sensitivity plots from stored curves (:mod:`.curves`), sample choice (:mod:`.samples`) and the
-``anomalyseg visualize`` command (:mod:`.commands`). Matplotlib figures on Agg canvases, no pyplot state.
+with a normal / anomaly / void ground truth: :mod:`.binary`), PR / ROC and threshold-sensitivity plots from
+stored curves (:mod:`.curves`) and sample choice (:mod:`.samples`); the ``visualize`` workflow that draws them
+is :func:`anomalyseg.workflows.visualize.visualize`. Matplotlib figures on Agg canvases, no pyplot state.
 
 The names below are imported on first use (:mod:`anomalyseg.lazy`): they import matplotlib and torch, which
 ``anomalyseg visualize --help`` must not pay for."""
