@@ -13,8 +13,8 @@ from tests.engine.helpers import PLUGINS, REPO_ROOT, TINY_MODEL
 
 from anomalyseg.config import load_config
 from anomalyseg.data.synthetic import write_synthetic
-from anomalyseg.engine.train import train
 from anomalyseg.report.results import read_results
+from anomalyseg.workflows.train import train
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "main.ipynb"
 

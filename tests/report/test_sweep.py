@@ -156,8 +156,8 @@ def test_sweep_continues_an_interrupted_training(tmp_path):
     from anomalyseg.checkpoints.io import load_checkpoint
     from anomalyseg.config import Config, apply_overrides, config_from_dict
     from anomalyseg.data.synthetic import write_synthetic
-    from anomalyseg.engine.train import train
     from anomalyseg.workflows.sweep import _train
+    from anomalyseg.workflows.train import train
 
     root = write_synthetic(tmp_path / "sh", train=4, val=2, test=1, size=(64, 48), seed=6)
     base = tmp_path / "base.yaml"

@@ -75,12 +75,16 @@ def evaluate(
     from anomalyseg.report.results import check_writable
 
     started = time.time()
+    settings = {"checkpoint": str(checkpoint), "data_root": str(data_root), "dataset": dataset, "split": split,
+                "scorers": scorers, "protocol": protocol, "ignore": ignore, "eval_at": eval_at,
+                "size": list(size) if size else None, "tta": tta, "input_contract": input_contract,
+                "states": str(states) if states else None, "batch_size": batch_size, "workers": workers,
+                "device": device, "limit": limit}
     eval_at = S.normalise_eval_at(eval_at)
     tta_spec = TTA.parse(tta)
     ctx = init_distributed(device)
     outputs: list[EvalOutput] = []
     try:
-        loaded = None
         datasets = S.open_datasets(dataset, data_root, split=split, transform=None, limit=limit)
         grouped = datasets[0].spec.group == ALL_ANOMALY_SETS
         paths = {d.spec.name: check_writable(results_path(out, d.spec.name) if grouped else out, force)
@@ -98,23 +102,10 @@ def evaluate(
             results = _run(loaded, data, made, ctx, eval_at=eval_at, protocol=protocol, ignore=ignore,
                            tta=tta_spec, batch_size=batch_size, workers=workers, progress=progress)
             if ctx.is_main:
-                record = {
-                    "command": "evaluate", "argv": argv,
-                    "config": {"checkpoint": str(checkpoint), "data_root": str(data_root), "dataset": dataset,
-                               "split": split, "scorers": scorers, "protocol": protocol, "ignore": ignore,
-                               "eval_at": eval_at, "size": list(size) if size else None, "tta": tta,
-                               "input_contract": input_contract, "states": str(states) if states else None,
-                               "batch_size": batch_size, "workers": workers, "device": device, "limit": limit},
-                    "checkpoint": loaded.record(),
-                    "scorer_states": {"path": str(states_path), "used": used} if used else None,
-                    "dataset": data.record(),
-                    "input": {**inp, "eval_at": eval_at},
-                    "input_contract": loaded.contract.to_dict(),
-                    **results,
-                    "world_size": ctx.world_size, "device": str(ctx.device), "versions": S.versions(),
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-                    "wall_seconds": round(time.time() - started, 3),
-                }
+                record = {"command": "evaluate", "argv": argv, "config": settings, "checkpoint": loaded.record(),
+                          "scorer_states": {"path": str(states_path), "used": used} if used else None,
+                          "dataset": data.record(), "input": {**inp, "eval_at": eval_at},
+                          "input_contract": loaded.contract.to_dict(), **results, **_run_facts(ctx, started)}
                 outputs.append(EvalOutput(record, _write(record, paths[data.spec.name]["json"], force)))
         barrier(ctx)
     finally:
@@ -160,6 +151,12 @@ def _run(loaded: Any, data: S.EvalData, scorers: list[Any], ctx: Any, *, eval_at
              ctx.world_size, ", ".join(s.name for s in scorers) or "segmentation only")
     return run_evaluation(loaded.model, loader, scorers, ctx.device, plan, progress=ctx.is_main and progress,
                           desc=spec.folder or "evaluate")
+
+
+def _run_facts(ctx: Any, started: float) -> dict[str, Any]:
+    return {"world_size": ctx.world_size, "device": str(ctx.device), "versions": S.versions(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "wall_seconds": round(time.time() - started, 3)}
 
 
 def _write(record: dict[str, Any], json_path: Path, force: bool) -> dict[str, Path]:
