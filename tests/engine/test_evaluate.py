@@ -228,14 +228,14 @@ def test_torch_paths_equal_an_sklearn_loop(tree, model, ignore_ids):
     """The whole evaluation with every dispatch on its torch side (the CUDA code, here on CPU tensors): targets,
     segmentation target, scorers and metrics give the sklearn loop's numbers and the numpy side's results."""
     scorers = [get_scorer("max_logit"), get_scorer("rba"), get_scorer("gen")]
-    res = on_path("torch", lambda: run_evaluation(model, loader(tree), scorers, "cpu", ignore_ids=ignore_ids))
+    res = on_path("torch", lambda: run_evaluation(model, loader(tree), scorers, "cpu", EvalPlan(ignore_ids=ignore_ids)))
     ref = reference(model, tree, ignore_ids=ignore_ids)
     m = res["scorers"]["max_logit"]["metrics"]
     for key in ("auroc", "aupr", "fpr95"):
         assert m["per_image"][key] == pytest.approx(np.mean([r[key] for r in ref["per_image"]]), abs=1e-9)
         assert m["pooled"][key] == pytest.approx(ref["pooled"][key], abs=2e-5)
     assert res["segmentation"]["miou"] == pytest.approx(ref["miou"], abs=1e-12)
-    base = run_evaluation(model, loader(tree), scorers, "cpu", ignore_ids=ignore_ids)
+    base = run_evaluation(model, loader(tree), scorers, "cpu", EvalPlan(ignore_ids=ignore_ids))
     assert res["segmentation"]["confusion_matrix"] == base["segmentation"]["confusion_matrix"]
     for name in ("max_logit", "rba", "gen"):
         # numpy's and torch's tanh / pow round differently in the last bit, which reorders near-tied scores

@@ -136,3 +136,42 @@ def test_cityscapes_labels_are_counted_without_transform_or_images(cityscapes_ro
     counts = guards.scan_labels(sub, "train", anomaly_ids=(), use_cache=False)
     np.testing.assert_array_equal(counts, expected)
     assert counts.sum() == 2 * H * W  # native labels, not 16x16 crops
+
+
+def test_cityscapes_evaluates_through_the_same_engine(cityscapes_root, tmp_path):
+    """``evaluate --dataset cityscapes``: mIoU on val over 19 classes (no anomaly labels: no scorer runs), equal to
+    an independent confusion matrix of the checkpoint's own predictions; its weights are refused for StreetHazards."""
+    import torch
+
+    from anomalyseg.checkpoints.reload import load_model
+    from anomalyseg.data.cityscapes import Cityscapes
+    from anomalyseg.data.transforms import EvalTransform
+    from anomalyseg.report.results import read_results
+
+    run = train(load_config(None, _overrides(cityscapes_root, tmp_path, "cs_eval")), device="cpu")
+    out = tmp_path / "city.json"
+    assert cli_main(["evaluate", "--checkpoint", str(run), "--dataset", "cityscapes", "--data-root",
+                     str(cityscapes_root), "--workers", "0", "--no-progress", "--out", str(out)]) == 0
+    record = read_results(out)
+    assert record["dataset"]["key"] == "cityscapes" and record["dataset"]["split"] == "val"
+    assert record["scorers"] == {} and record["protocols"] == {}
+    seg = record["segmentation"]
+    assert list(seg["per_class_iou"]) == list(CITYSCAPES_CLASSES)
+
+    model = load_model(run, "cpu").model
+    conf = np.zeros((19, 19), dtype=np.int64)
+    for sample in Cityscapes(cityscapes_root, "val", transform=EvalTransform()):
+        with torch.no_grad():
+            pred = model(sample["image"][None]).logits.argmax(1)[0].numpy()
+        label = sample["label"].numpy()
+        keep = label != 255
+        conf += np.bincount(19 * label[keep] + pred[keep], minlength=19 * 19).reshape(19, 19)
+    inter, union = np.diag(conf), conf.sum(0) + conf.sum(1) - np.diag(conf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, np.nan)
+    assert seg["miou"] == pytest.approx(float(np.nanmean(iou)), abs=1e-9)
+
+    from anomalyseg.data import STREETHAZARDS
+
+    with pytest.raises(UserError, match="predicts 19 classes but the dataset has 13 known classes"):
+        load_model(run, "cpu", class_names=STREETHAZARDS.class_names)

@@ -167,8 +167,11 @@ def test_streethazards_contract_overrides_are_checked_before_any_pass(tmp_path: 
     assert "does not take these options" in capsys.readouterr().err  # the tiny model has no input_mean option
     assert _evaluate(ckpt, tree, tmp_path / "b.json", *args, "--scorers", "void") == 2
     assert "needs a void channel" in capsys.readouterr().err
-    assert _evaluate(ckpt, tree, tmp_path / "b.json", *args, "--input-contract", "void=12") == 2
-    assert "names 14 classes" in capsys.readouterr().err  # 13 known names + a void channel
-    assert _evaluate(ckpt, tree, tmp_path / "c.json", *args, "--input-contract", "void=12,classes=12") == 0
+    # a void channel leaves 12 known channels for StreetHazards' 13 classes: refused, whatever the names say
+    for contract in ("void=12", "void=12,classes=12"):
+        assert _evaluate(ckpt, tree, tmp_path / "b.json", *args, "--input-contract", contract) == 2
+        assert "predicts 12 classes but the dataset has 13 known classes" in capsys.readouterr().err
+    assert _evaluate(ckpt, tree, tmp_path / "c.json", *args, "--input-contract", "classes=13") == 0
     res = read_results(tmp_path / "c.json")
-    assert res["input_contract"]["void_index"] == 12 and res["protocols"]["pooled"]["fpr_rule"] == "first"
+    assert res["input_contract"]["class_names"] == [f"class_{i}" for i in range(13)]
+    assert res["protocols"]["pooled"]["fpr_rule"] == "first" and not list(tmp_path.glob("b*"))

@@ -16,8 +16,8 @@ from PIL import Image
 from tests.report.helpers import make_record, write_record
 from tests.viz.test_panels import known_case
 
+from anomalyseg.cli import report as commands
 from anomalyseg.errors import UserError
-from anomalyseg.report import commands
 from anomalyseg.report.build import write_report
 from anomalyseg.report.html import BEST_BG, HEADER_BG
 from anomalyseg.viz.curves import SCORER_COLORS

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from tests.report.helpers import make_record
 
+from anomalyseg.cli import sweep as commands
 from anomalyseg.errors import UserError
-from anomalyseg.report import commands
 from anomalyseg.report.results import read_results
 from anomalyseg.workflows.sweep import (
     SweepPoint,

@@ -16,10 +16,10 @@ from tests.engine.test_evaluate import make_checkpoint, make_tree
 
 from anomalyseg.checkpoints.reload import load_model
 from anomalyseg.cli import main as cli_main
+from anomalyseg.cli import visualize as commands
 from anomalyseg.data import StreetHazards
 from anomalyseg.errors import UserError
 from anomalyseg.report.results import read_results
-from anomalyseg.viz import commands
 from anomalyseg.viz.samples import select_samples
 
 

@@ -62,10 +62,10 @@ def load_model(
     ckpt = load_checkpoint(path)
     resolved = resolve_contract(ckpt, contract)
     num_outputs = int(ckpt["num_classes"])
-    if resolved.num_outputs is not None and resolved.num_outputs != num_outputs:
-        raise UserError(f"the input contract names {resolved.num_outputs} classes but {path} predicts {num_outputs}")
     if class_names is not None:
         _check_classes(path, ckpt, resolved, list(class_names))
+    if resolved.num_outputs is not None and resolved.num_outputs != num_outputs:
+        raise UserError(f"the input contract names {resolved.num_outputs} classes but {path} predicts {num_outputs}")
     model = _build(path, ckpt, resolved)
     load_model_state(model, ckpt["model"], source=str(path))
     return LoadedModel(model.to(device).eval(), ckpt, path, file_sha256(path), resolved)

@@ -87,6 +87,7 @@ def evaluate(
     try:
         datasets = S.open_datasets(dataset, data_root, split=split, transform=None, limit=limit)
         grouped = datasets[0].spec.group == ALL_ANOMALY_SETS
+        ignore_ids = {d.spec.name: tuple(S.class_ids(ignore, d.spec)) for d in datasets}
         paths = {d.spec.name: check_writable(results_path(out, d.spec.name) if grouped else out, force)
                  for d in datasets}
         loaded = S.load_checked(checkpoint, ctx.device, input_contract, [d.spec for d in datasets])
@@ -99,8 +100,9 @@ def evaluate(
         log.info("input contract: %s; evaluating at the %s resolution", loaded.contract.describe(), eval_at)
         for data in datasets:
             data.dataset.transform = transform
-            results = _run(loaded, data, made, ctx, eval_at=eval_at, protocol=protocol, ignore=ignore,
-                           tta=tta_spec, batch_size=batch_size, workers=workers, progress=progress)
+            results = _run(loaded, data, made, ctx, eval_at=eval_at, protocol=protocol,
+                           ignore=ignore_ids[data.spec.name], tta=tta_spec, batch_size=batch_size, workers=workers,
+                           progress=progress)
             if ctx.is_main:
                 record = {"command": "evaluate", "argv": argv, "config": settings, "checkpoint": loaded.record(),
                           "scorer_states": {"path": str(states_path), "used": used} if used else None,
@@ -135,14 +137,14 @@ def _warn_fit_input(used: dict[str, dict[str, Any]], inp: dict[str, Any]) -> Non
 
 
 def _run(loaded: Any, data: S.EvalData, scorers: list[Any], ctx: Any, *, eval_at: str, protocol: str | None,
-         ignore: str, tta: Any, batch_size: int, workers: int, progress: bool) -> dict[str, Any]:
+         ignore: tuple[int, ...], tta: Any, batch_size: int, workers: int, progress: bool) -> dict[str, Any]:
     """One pass over one dataset: the plan from its spec, then :func:`anomalyseg.engine.evaluate.run_evaluation`."""
     from anomalyseg.engine.evaluate import EvalPlan, run_evaluation
 
     spec = data.spec
     protocols = {None: spec.protocols, "both": ("per_image", "pooled")}.get(protocol, (protocol,))
     plan = EvalPlan(
-        num_classes=loaded.num_outputs, anomaly_ids=spec.anomaly_ids, ignore_ids=tuple(S.class_ids(ignore, spec)),
+        num_classes=loaded.num_outputs, anomaly_ids=spec.anomaly_ids, ignore_ids=ignore,
         protocols=protocols if scorers else (), eval_at=eval_at, fpr_rule=spec.fpr_rule,
         segmentation=spec.has_class_labels, void_label=not spec.void_is_normal,
         class_names=tuple(spec.class_names or loaded.checkpoint.get("class_names") or ()) or None, tta=tta)
