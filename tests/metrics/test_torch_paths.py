@@ -115,6 +115,9 @@ def test_segmentation_rejects_bad_ids(path):
     t[0, 0, 0], t[0, 0, 1], t[0, 1, 1] = 7, -1, 255
     with pytest.raises(ValueError, match=r"values \[-1, 7\]"):
         on_path(path, lambda: m.update(zeros, t))
+    t[0, 0, 0], t[0, 0, 1] = 5, 4  # exactly num_classes: the first id outside
+    with pytest.raises(ValueError, match=r"values \[5\]"):
+        on_path(path, lambda: m.update(zeros, t))
     p = zeros.clone()
     p[0, 2, 2] = 5
     with pytest.raises(ValueError, match="pred holds class ids outside"):
