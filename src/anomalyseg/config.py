@@ -67,7 +67,8 @@ def check_dataset_name(name: str) -> None:
 
 @dataclass
 class ModelConfig:
-    """Which network; ``name`` is a registry name or ``package.module:factory`` for a custom model."""
+    """Which network; ``name`` is a registered name (built-in, ``register_model`` in your code, or an
+    ``anomalyseg.models`` entry point): a config never names code to import."""
 
     name: str = "deeplabv3plus_resnet50"
     pretrained: bool = False

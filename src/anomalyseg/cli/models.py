@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from anomalyseg.errors import UserError
-
 _EXAMPLES = """examples:
   anomalyseg models list
   anomalyseg models list --small
@@ -40,30 +38,10 @@ def _no_subcommand(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def model_rows(num_classes: int = 13, small_only: bool = False) -> list[dict]:
-    """One dict per model: name, family, params, small, pretrained (source), offline (weights here)."""
-    from anomalyseg.models.registry import MODELS, parameter_count, weights_offline
-
-    if num_classes < 1:
-        raise UserError(f"--num-classes must be positive, got {num_classes}")
-    rows = []
-    for name, spec in MODELS.items():
-        if small_only and not spec.small:
-            continue
-        try:
-            params: int | None = parameter_count(name, num_classes)
-        except UserError:  # optional dependency missing (transformers): still listed
-            params = None
-        rows.append({
-            "name": name, "family": spec.family, "params": params, "small": spec.small,
-            "pretrained": spec.weights, "offline": weights_offline(name) if params is not None else False,
-            "description": spec.description,
-        })
-    return rows
-
-
 def run_list(args: argparse.Namespace) -> int:
     """Print the model table (or JSON)."""
+    from anomalyseg.models.registry import model_rows
+
     rows = model_rows(args.num_classes, args.small)
     if args.json:
         print(json.dumps(rows, indent=2))

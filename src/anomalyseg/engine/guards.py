@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from anomalyseg.errors import UserError
+from anomalyseg.files import atomic_write
 
 if TYPE_CHECKING:
     from anomalyseg.data.registry import DatasetSpec
@@ -208,9 +209,8 @@ def scan_labels(
     if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"split": split, "labels": seen, "clean": True, "counts": total.tolist()}))
-            os.replace(tmp, cache_file)
+            atomic_write(cache_file, json.dumps({"split": split, "labels": seen, "clean": True,
+                                                 "counts": total.tolist()}))
         except OSError as exc:  # a read-only home must not stop training
             log.debug("cannot cache the label scan: %s", exc)
     return total

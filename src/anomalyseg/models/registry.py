@@ -270,3 +270,23 @@ def weights_offline(name: str) -> bool:
 
     repo = segformer_repo(spec.args[0])
     return pt.hf_cached(repo, ("config.json",)) and pt.hf_cached(repo, ("model.safetensors", "pytorch_model.bin"))
+
+
+def model_rows(num_classes: int = 13, small_only: bool = False) -> list[dict]:
+    """One dict per model: name, family, params, small, pretrained (source), offline (weights here)."""
+    if num_classes < 1:
+        raise UserError(f"--num-classes must be positive, got {num_classes}")
+    rows = []
+    for name, spec in MODELS.items():
+        if small_only and not spec.small:
+            continue
+        try:
+            params: int | None = parameter_count(name, num_classes)
+        except UserError:  # optional dependency missing (transformers): still listed
+            params = None
+        rows.append({
+            "name": name, "family": spec.family, "params": params, "small": spec.small,
+            "pretrained": spec.weights, "offline": weights_offline(name) if params is not None else False,
+            "description": spec.description,
+        })
+    return rows

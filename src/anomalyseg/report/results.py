@@ -12,12 +12,12 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from anomalyseg.errors import UserError
+from anomalyseg.files import atomic_write
 
 RESULTS_FORMAT = "anomalyseg.results/1"
 METRIC_KEYS = ("auroc", "aupr", "fpr95")
@@ -65,14 +65,10 @@ def jsonable(obj: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        atomic_write(path, text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def write_results(results: Mapping[str, Any], out: str | Path, force: bool = False) -> dict[str, Path]:

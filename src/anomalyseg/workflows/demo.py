@@ -28,6 +28,7 @@ from typing import Any
 
 from anomalyseg.config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml
 from anomalyseg.errors import UserError
+from anomalyseg.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +201,7 @@ def encoder_init(training: Config) -> str:
 
 
 def _write_manifest(out: Path, record: dict[str, Any]) -> None:
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(out / MANIFEST)
+    atomic_write(out / MANIFEST, json.dumps(record, indent=1, allow_nan=False) + "\n")
 
 
 def demo(
