@@ -125,7 +125,7 @@ def test_the_dataset_spec_decides_held_out_splits_and_anomaly_ids():
     with pytest.raises(UserError, match=r"label id 13"):
         guards.scan_labels(has_13, "a")  # no spec, no ids: StreetHazards' anomaly id, as before
     with pytest.raises(UserError, match=r"label id 13"):
-        guards.assert_no_anomaly(has_13, "a", anomaly_id=13, spec=mine)  # explicit ids win over the spec's
+        guards.assert_no_anomaly(has_13, "a", anomaly_ids=(13,), spec=mine)  # explicit ids win over the spec's
 
 
 def test_scan_cache_is_keyed_by_the_anomaly_ids(synth_root):

@@ -57,13 +57,11 @@ def check_split_allowed(split: str, purpose: str = "training", *, spec: DatasetS
     raise UserError(f"the '{split}' split {what} and is never used for {purpose}; use {use}")
 
 
-def resolve_anomaly_ids(anomaly_ids: Sequence[int] | None = None, anomaly_id: int | None = None,
-                        spec: DatasetSpec | None = None) -> tuple[int, ...]:
-    """The ids to refuse: ``anomaly_ids``, else ``(anomaly_id,)``, else the spec's, else StreetHazards' (13)."""
+def resolve_anomaly_ids(anomaly_ids: Sequence[int] | None = None, spec: DatasetSpec | None = None
+                        ) -> tuple[int, ...]:
+    """The ids to refuse: ``anomaly_ids``, else the spec's, else StreetHazards' (13)."""
     if anomaly_ids is not None:
         return tuple(int(i) for i in anomaly_ids)
-    if anomaly_id is not None:
-        return (int(anomaly_id),)
     if spec is not None:
         return tuple(int(i) for i in spec.anomaly_ids)
     return DEFAULT_ANOMALY_IDS
@@ -161,19 +159,19 @@ def _fingerprint(paths: list[Path], anomaly_ids: tuple[int, ...]) -> str:
 
 
 def scan_labels(
-    dataset: Any, split: str, *, anomaly_ids: Sequence[int] | None = None, anomaly_id: int | None = None,
+    dataset: Any, split: str, *, anomaly_ids: Sequence[int] | None = None,
     spec: DatasetSpec | None = None, purpose: str = "training", workers: int = 0, use_cache: bool = True,
 ) -> np.ndarray:
     """Pixel counts per label id (length 256, index 255 = ignore) over the split, refusing anomaly labels.
 
     Raises a UserError naming ``split`` (and the first offending file) if any label contains one of the
-    anomaly ids (:func:`resolve_anomaly_ids`: ``anomaly_ids``, ``anomaly_id``, the ``spec``'s, or 13), or if
+    anomaly ids (:func:`resolve_anomaly_ids`: ``anomaly_ids``, the ``spec``'s, or 13), or if
     ``split`` is held out (:func:`check_split_allowed`). With no anomaly ids the labels are only counted.
     Works on :class:`~anomalyseg.data.StreetHazards` (label files only, parallel, cached when clean), on
     datasets with ``read_label(i)`` (Cityscapes) and on any dataset of dict samples.
     """
     check_split_allowed(split, purpose, spec=spec)
-    ids = resolve_anomaly_ids(anomaly_ids, anomaly_id, spec)
+    ids = resolve_anomaly_ids(anomaly_ids, spec)
     paths = _label_paths(dataset)
     cache_file = None
     if paths is not None and use_cache:
@@ -217,10 +215,10 @@ def scan_labels(
 
 
 def assert_no_anomaly(
-    dataset: Any, split: str, *, anomaly_ids: Sequence[int] | None = None, anomaly_id: int | None = None,
+    dataset: Any, split: str, *, anomaly_ids: Sequence[int] | None = None,
     spec: DatasetSpec | None = None, purpose: str = "training", workers: int = 0, use_cache: bool = True,
 ) -> None:
     """Raise a UserError naming ``split`` if any label of ``dataset`` contains an anomaly id, or if ``split``
     is held out (see :func:`scan_labels`)."""
-    scan_labels(dataset, split, anomaly_ids=anomaly_ids, anomaly_id=anomaly_id, spec=spec, purpose=purpose,
+    scan_labels(dataset, split, anomaly_ids=anomaly_ids, spec=spec, purpose=purpose,
                 workers=workers, use_cache=use_cache)

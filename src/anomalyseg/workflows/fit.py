@@ -64,15 +64,13 @@ def fit_scorers(
             raise UserError("scorers are fitted on the in-distribution split of a dataset with class labels, "
                             f"not on {', '.join(s.title for s in specs)}")
         split = split or specs[0].fit_split
-        check_split_allowed(split, "fitting scorers")
+        check_split_allowed(split, "fitting scorers", spec=specs[0])
         data = S.open_datasets(dataset, data_root, split=split, transform=S.eval_transform("label", size, None),
                                limit=limit)[0]
         loaded = S.load_checked(checkpoint, ctx.device, None, [data.spec])
         states_path = Path(states) if states else default_states_path(loaded.path)
         kept = entries_to_keep(states_path, [s.name for s in made], loaded.sha256, force)
-        for anomaly_id in data.spec.anomaly_ids:
-            assert_no_anomaly(data.data, data.split, anomaly_id=anomaly_id, purpose="fitting scorers",
-                              workers=max(0, workers))
+        assert_no_anomaly(data.data, data.split, spec=data.spec, purpose="fitting scorers", workers=max(0, workers))
         loader = S.make_loader(data.data, ctx, batch_size, workers)
         log.info("fitting %s on %d %s images", ", ".join(s.name for s in made), len(data.data), data.split)
         fit_loop(loaded.model, loader, made, ctx.device, tta=tta_spec, progress=ctx.is_main and progress)
