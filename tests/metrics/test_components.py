@@ -395,27 +395,29 @@ def test_sync_without_process_group_is_a_no_op():
     assert a.compute() == before
 
 
-def _worker(rank, world, port, queue):
+def _worker(rank, world, port, queue, backend="gloo"):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         m = ComponentMetrics("obstacle")
         for p, t in _frames(4, 6)[rank::world]:
+            if backend == "nccl":  # CUDA inputs; the states stay on the CPU and travel through CUDA to sync
+                p, t = torch.from_numpy(p).cuda(), torch.from_numpy(t).cuda()
             m.update(p, t)
         m.sync()
+        assert m.device.type == "cpu"
         queue.put((rank, m.compute()))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
-def test_sync_over_two_gloo_processes_equals_single_process():
+def _run_group(world, backend):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, world, port, queue, backend)) for r in range(world)]
     for proc in procs:
         proc.start()
     results = dict(queue.get(timeout=120) for _ in procs)
@@ -423,8 +425,19 @@ def test_sync_over_two_gloo_processes_equals_single_process():
         proc.join(timeout=60)
         assert proc.exitcode == 0
     single = run(_frames(4, 6), "obstacle")
-    for rank in (0, 1):
+    for rank in range(world):
         got = results[rank]
         assert got["f1"] == single["f1"] and got["num_pred_components"] == single["num_pred_components"]
         assert got["siou_gt"] == pytest.approx(single["siou_gt"], abs=1e-14)
         assert got["ppv"] == pytest.approx(single["ppv"], abs=1e-14)
+
+
+@pytest.mark.slow
+def test_sync_over_two_gloo_processes_equals_single_process():
+    _run_group(2, "gloo")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_sync_under_nccl_with_cuda_inputs():
+    _run_group(1, "nccl")  # one rank: checks the CPU states' round trip through CUDA for the all-reduce
