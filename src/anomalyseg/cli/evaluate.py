@@ -78,6 +78,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scorers", default="all", help="'all' or NAME[:KEY=VALUE...],... (default: all)")
     p.add_argument("--protocol", choices=("per_image", "pooled", "both"), default=None,
                    help="anomaly protocol(s) (default: both for StreetHazards, pooled for the real-photo sets)")
+    p.add_argument("--fpr-rule", metavar="RULE", help="FPR95 rule of the pooled protocol: first (SegmentMeIfYouCan), "
+                   "closest (official StreetHazards), interp (course code, ood_metrics) (default: the dataset's)")
+    p.add_argument("--skip-images-without-anomaly", action="store_true",
+                   help="pooled protocol: leave out images without an anomaly pixel (the course evaluation code)")
+    p.add_argument("--components", metavar="TRACK", help="SegmentMeIfYouCan component metrics (sIoU, PPV, F1): "
+                   "anomaly, obstacle or off (default: the dataset's; the SMIYC sets pick their track)")
+    p.add_argument("--component-threshold", type=float, metavar="T",
+                   help="binarise score > T for components (default: each scorer's pooled best-F1 threshold)")
+    p.add_argument("--save-scores", metavar="DIR", help="write every score map as DIR/<dataset>/<scorer>/<id>.npy "
+                   "(float32, evaluation resolution; the uint8 1/0/255 target in DIR/<dataset>/_target/); an "
+                   "existing non-empty DIR needs --force")
+    p.add_argument("--save-scores-format", default="npy", metavar="FORMAT",
+                   help="npy (default) or smiyc: the SegmentMeIfYouCan benchmark's layout, "
+                        "DIR/anomaly_p/<scorer>/<set>/<id>.hdf5 (float16 'value'; needs anomalyseg[smiyc])")
     p.add_argument("--ignore", default="", metavar="CLASSES",
                    help="known classes left out of the anomaly metrics, names or ids (e.g. other,unlabeled)")
     p.add_argument("--eval-at", choices=("label", "model", "input"), default="label",
@@ -117,9 +131,12 @@ def handle_evaluate(args: argparse.Namespace) -> int:
 
     outputs = evaluate(
         args.checkpoint, args.data_root, args.out, dataset=args.dataset, split=args.split, scorers=args.scorers,
-        protocol=args.protocol, ignore=args.ignore, eval_at=args.eval_at, size=args.size, tta=args.tta,
-        input_contract=args.input_contract, states=args.states, batch_size=args.batch_size, workers=args.workers,
-        device=args.device, limit=args.limit, progress=not args.no_progress, force=args.force, argv=sys.argv[1:])
+        protocol=args.protocol, fpr_rule=args.fpr_rule, skip_images_without_anomaly=args.skip_images_without_anomaly,
+        components=args.components, component_threshold=args.component_threshold, save_scores=args.save_scores,
+        save_scores_format=args.save_scores_format, ignore=args.ignore, eval_at=args.eval_at, size=args.size,
+        tta=args.tta, input_contract=args.input_contract, states=args.states, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, limit=args.limit, progress=not args.no_progress, force=args.force,
+        argv=sys.argv[1:])
     for output in outputs:
         if len(outputs) > 1:
             print(f"{output.record['dataset']['name']}:")
@@ -139,8 +156,13 @@ def _summary(record: dict[str, Any]) -> None:
     print(f"mIoU {_pct(seg.get('miou'))} over" if seg is not None else "anomaly metrics over",
           f"{record['num_images']} images")
     for name, entry in record["scorers"].items():
+        metrics = dict(entry["metrics"])
+        components = metrics.pop("components", None)
         parts = [f"{p}: " + " ".join(f"{k}={_pct(m.get(k))}" for k in ("auroc", "aupr", "fpr95"))
-                 for p, m in entry["metrics"].items()]
+                 for p, m in metrics.items()]
+        if components is not None:
+            parts.append(f"components ({components['track']}): " + " ".join(
+                f"{k}={_pct(components.get(k))}" for k in ("siou_gt", "ppv", "f1_mean")))
         print(f"{name:>14}  " + " | ".join(parts))
 
 

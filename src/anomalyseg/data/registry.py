@@ -51,6 +51,10 @@ class DatasetSpec:
         group: ``ALL_ANOMALY_SETS`` for the binary-mask real-photo sets (``--dataset anomaly-sets``).
         folder: the set's folder name under a package root (anomaly sets), else empty.
         void_label: label value left out of every metric.
+        components: SegmentMeIfYouCan component-metric track measured by default (``anomaly`` / ``obstacle``;
+            None: off; any binary-mask set can ask for either).
+        smiyc_name: the folder the SegmentMeIfYouCan benchmark keeps this set's outputs in (``--save-scores-format
+            smiyc``; default: the registry name).
     """
 
     name: str
@@ -69,6 +73,8 @@ class DatasetSpec:
     group: str = ""
     folder: str = ""
     void_label: int = IGNORE_INDEX
+    components: str | None = None
+    smiyc_name: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -193,8 +199,11 @@ def _builtin() -> dict[str, DatasetSpec]:
         DatasetSpec("cityscapes", "Cityscapes", CITYSCAPES_CLASSES, (), (), "first", False, (1024, 2048),
                     ("train", "val", "test"), "val", "val", "train", _open_cityscapes),
     ]
+    # the SMIYC sets' tracks, and the folders the benchmark's evaluation.py keeps their outputs in
+    tracks = {"smiyc_ra21": ("anomaly", "AnomalyTrack-all"), "smiyc_ro21": ("obstacle", "ObstacleTrack-all")}
     specs += [DatasetSpec(key, p.name, (), (p.anomaly_id,), ("pooled",), "interp", False, p.image_size,
                           ("validation",), "validation", None, None, _anomaly_set_opener(key),
-                          group=ALL_ANOMALY_SETS, folder=p.folder)
+                          group=ALL_ANOMALY_SETS, folder=p.folder, components=tracks.get(key, (None,))[0],
+                          smiyc_name=tracks.get(key, (None, None))[1])
               for key, p in PRESETS.items()]
     return {s.name: s for s in specs}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -43,16 +43,18 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("per_image", "pooled")
 EVAL_AT = ("label", "input", "model")  # "model" = "input": labels resized to the model input
-FPR_RULES = ("first", "interp")
+FPR_RULES = ("first", "closest", "interp")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------------
 def protocol_settings(protocol: str, ignore_ids: Sequence[int], anomaly_ids: Sequence[int], eval_at: str,
-                      fpr_rule: str = "first", void_label: bool = False) -> dict[str, Any]:
+                      fpr_rule: str = "first", void_label: bool = False, skip_without_anomaly: bool = False
+                      ) -> dict[str, Any]:
     """Exactly how ``protocol`` is measured (stored with every result); ``fpr_rule`` is the pooled one,
-    ``void_label``: label 255 is void (left out) under the per-image protocol too."""
+    ``void_label``: label 255 is void (left out) under the per-image protocol too; ``skip_without_anomaly``:
+    the pooled curve leaves out images without an anomaly pixel (the course evaluation code)."""
     ignore_ids = sorted(int(i) for i in ignore_ids)
     common = {"protocol": protocol, "anomaly_ids": sorted(int(i) for i in anomaly_ids), "ignore_ids": ignore_ids,
               "eval_at": eval_at}
@@ -65,9 +67,11 @@ def protocol_settings(protocol: str, ignore_ids: Sequence[int], anomaly_ids: Seq
                            else "label 255 (void) left out"),
                 "official_streethazards": official}
     return {**common, "fpr_rule": fpr_rule, "ignore_index": IGNORE_INDEX,
-            "aggregation": "one curve over all pixels of all images",
+            "aggregation": ("one curve over all pixels of the images holding an anomaly pixel (images without one "
+                            "are skipped, as the course evaluation code does)" if skip_without_anomaly
+                            else "one curve over all pixels of all images"),
             "pixels": f"label 255{' and ids ' + str(ignore_ids) if ignore_ids else ''} left out",
-            "official_streethazards": False}
+            "skip_images_without_anomaly": skip_without_anomaly, "official_streethazards": False}
 
 
 def _accumulator(protocol: str, drop_void: bool, fpr_rule: str = "first") -> AnomalyMetrics:
@@ -79,9 +83,10 @@ def _accumulator(protocol: str, drop_void: bool, fpr_rule: str = "first") -> Ano
 
 
 def _targets(label: torch.Tensor, protocols: Sequence[str], anomaly_ids: Sequence[int], ignore_ids: Sequence[int],
-             drop_void: bool) -> dict[str, torch.Tensor]:
+             drop_void: bool, skip_without_anomaly: bool = False) -> dict[str, torch.Tensor]:
     """Per protocol, the 1 / 0 (/ 255) anomaly map the accumulators read (label 255 counts as normal only under
-    the official per-image protocol, i.e. per_image without ``drop_void``)."""
+    the official per-image protocol, i.e. per_image without ``drop_void``). ``skip_without_anomaly``: the
+    pooled map of an image without an anomaly pixel is all 255 (left out)."""
     built: dict[int | None, torch.Tensor] = {}
     out = {}
     for p in protocols:
@@ -89,7 +94,16 @@ def _targets(label: torch.Tensor, protocols: Sequence[str], anomaly_ids: Sequenc
         if void not in built:
             built[void] = anomaly_target(label, anomaly_ids, ignore_ids, void_label=void)
         out[p] = built[void]
+    if skip_without_anomaly and "pooled" in out:
+        pooled = out["pooled"]
+        empty = ~(pooled == 1).flatten(1).any(1)
+        if bool(empty.any()):
+            out["pooled"] = torch.where(empty[:, None, None], torch.full_like(pooled, IGNORE_INDEX), pooled)
     return out
+
+
+#: ``sink(ids, scores, target)``: receives each batch's score maps and 1 / 0 / 255 anomaly target.
+ScoreSink = Callable[[list[Any], dict[str, torch.Tensor], torch.Tensor], None]
 
 
 def check_fitted(scorers: Iterable[Scorer]) -> None:
@@ -129,6 +143,7 @@ class EvalPlan:
         class_names: names of the known classes for the per-class tables.
         tta: test-time augmentation of every forward pass.
         curve_points: points of the stored pooled curve.
+        skip_without_anomaly: the pooled curve leaves out images without an anomaly pixel (the course code).
     """
 
     num_classes: int = 13
@@ -142,6 +157,7 @@ class EvalPlan:
     class_names: tuple[str, ...] | None = None
     tta: TTA | None = None
     curve_points: int = 512
+    skip_without_anomaly: bool = False
 
     def __post_init__(self) -> None:
         protocols = tuple(dict.fromkeys(self.protocols))
@@ -167,7 +183,7 @@ class EvalPlan:
     def settings(self, protocol: str) -> dict[str, Any]:
         """How ``protocol`` is measured, stored with every result."""
         return protocol_settings(protocol, self.ignore_ids, self.anomaly_ids, self.eval_at, self.fpr_rule,
-                                 self.void_label)
+                                 self.void_label, self.skip_without_anomaly)
 
     def class_list(self) -> list[str]:
         """Names of the known classes (``class_<i>`` when none were given)."""
@@ -187,6 +203,7 @@ def run_evaluation(
     progress: bool = False,
     desc: str = "evaluate",
     metric_threads: int | None = None,
+    sink: ScoreSink | None = None,
 ) -> dict[str, Any]:
     """Closed-set segmentation metrics plus every scorer under every protocol of ``plan``, from one pass.
 
@@ -194,12 +211,15 @@ def run_evaluation(
     resolution, ids; 255 ignore). ``metric_threads``: accumulators (scorer x protocol) updated concurrently
     (default 2 on CPU, where the work is numpy sorts and histogram adds that release the GIL; 1 on GPU); each
     accumulator still sees its batches in order, so results do not depend on it. Under ``torch.distributed``
-    every metric is summed over ranks and per-image records are gathered on all ranks. Returns plain Python
-    data: ``segmentation``, ``protocols``, ``scorers`` (metrics per protocol, pooled curve), ``per_image``
+    every metric is summed over ranks and per-image records are gathered on all ranks. ``sink(ids, scores,
+    target)``, when given, receives every batch's score maps (scorer -> (B, H, W) at the evaluation resolution)
+    and its 1 / 0 / 255 anomaly target (e.g. to save the maps, or cache them for component metrics). Returns
+    plain Python data: ``segmentation``, ``protocols``, ``scorers`` (metrics per protocol, pooled curve), ``per_image``
     (dataset order) and ``timings``.
     """
     device = torch.device(device)
     evaluator = _Evaluator(model, list(scorers), device, plan or EvalPlan(), metric_threads)
+    evaluator.sink = sink
     evaluator.positions = _positions(loader)
     bar = tqdm(total=loader_length(loader), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
     start = tick = time.perf_counter()
@@ -242,6 +262,7 @@ class _Evaluator:
         self.feed = MetricFeed(self.accs, self.timer, self.pool)
         self.records: list[dict[str, Any]] = []
         self.positions: Iterator[int] = iter(())  # dataset positions in loader order (set by run_evaluation)
+        self.sink: ScoreSink | None = None
 
     def close(self) -> None:
         if self.pool is not None:
@@ -265,7 +286,8 @@ class _Evaluator:
             if plan.segmentation:
                 known = mask_ids(label, plan.anomaly_ids)
                 self.seg.update(output.logits.max(1).indices, known)  # max(1) is ~3x faster than argmax(1) on CPU
-            targets = _targets(label, plan.protocols, plan.anomaly_ids, plan.ignore_ids, plan.drop_void)
+            targets = _targets(label, plan.protocols, plan.anomaly_ids, plan.ignore_ids, plan.drop_void,
+                               plan.skip_without_anomaly)
         ids = list(batch.get("id") or [None] * label.shape[0])
         batch_records = [{"position": next(self.positions), "id": i, "metrics": {}} for i in ids]
         with timer("metrics", "metrics_anomaly"):
@@ -276,6 +298,10 @@ class _Evaluator:
                 scores[scorer.name] = scorer.score(output)
         for name, score in scores.items():  # after scoring: the threads do not slow the scorers down
             self.feed.submit(name, score, targets, batch_records)
+        if self.sink is not None:
+            with timer("sink"):
+                self.sink(ids, scores, anomaly_target(label, plan.anomaly_ids, plan.ignore_ids,
+                                                      void_label=IGNORE_INDEX))
         if plan.protocols and (not self.scorers or "per_image" not in plan.protocols):
             for rec, t in zip(batch_records, targets[plan.protocols[0]]):
                 rec["num_anomaly"], rec["num_normal"] = int((t == 1).sum()), int((t == 0).sum())
@@ -293,6 +319,7 @@ class _Evaluator:
         if not records:
             raise UserError("the loader yielded no image to evaluate")
         protocols = {p: plan.settings(p) for p in plan.protocols}
+        self.pooled_skipped = sum(1 for r in records if not r.get("num_anomaly"))
         results: dict[str, Any] = {
             "segmentation": self._segmentation() if plan.segmentation else None,
             "protocols": protocols,
@@ -321,6 +348,8 @@ class _Evaluator:
                                  "requires_fit": scorer.requires_fit, "metrics": {}}
         for p, acc in self.accs[scorer.name].items():
             entry["metrics"][p] = {**acc.compute(), "protocol_settings": protocols[p]}
+            if p == "pooled" and self.plan.skip_without_anomaly:
+                entry["metrics"][p]["num_images_skipped"] = self.pooled_skipped
             if p == "pooled":
                 entry["curve"] = acc.curve(max_points=self.plan.curve_points)
         return entry

@@ -103,6 +103,8 @@ def metric_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, entry in (results.get("scorers") or {}).items():
         for protocol, m in entry.get("metrics", {}).items():
+            if protocol == "components":  # not a protocol: the component metrics have their own columns
+                continue
             settings = m.get("protocol_settings", {})
             rows.append({
                 "scorer": name, "kind": entry.get("kind"), "protocol": protocol, "fpr_rule": m.get("fpr_rule"),
@@ -148,13 +150,24 @@ def to_markdown(results: Mapping[str, Any]) -> str:
         t = results["tta"]
         lines.append(f"- TTA: scales {t.get('scales')}, flip {t.get('flip')} (logits averaged)")
     lines += ["", "Metrics in %; FPR95 lower is better.", ""]
+    scorers = results.get("scorers") or {}
+    components = [e["metrics"]["components"] for e in scorers.values() if "components" in e.get("metrics", {})]
+    if components:
+        c = components[0]
+        lines.insert(-3, f"- components: SegmentMeIfYouCan {c.get('track')} track, each map binarised as "
+                         f"{c.get('binarised', 'score > threshold')} at its {c.get('threshold_source', 'threshold')}; "
+                         f"evaluated at {c.get('eval_at')} resolution")
     header = ["scorer"] + [f"{p} {k.upper()}" for p in protocols for k in METRIC_KEYS]
+    header += ["sIoU gt", "PPV", "mean F1"] if components else []
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-    for name, entry in (results.get("scorers") or {}).items():
+    for name, entry in scorers.items():
         cells = [name]
         for p in protocols:
             m = entry.get("metrics", {}).get(p, {})
             cells += [_pct(m.get(k)) for k in METRIC_KEYS]
+        if components:
+            c = entry.get("metrics", {}).get("components") or {}
+            cells += [_pct(c.get(k)) for k in ("siou_gt", "ppv", "f1_mean")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
