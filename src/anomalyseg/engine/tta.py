@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomalyseg.errors import UserError
+from anomalyseg.metrics.anomaly import check_finite
 from anomalyseg.models.outputs import SegOutput
 
 
@@ -66,6 +67,16 @@ class TTA:
         return {"scales": list(self.scales), "flip": self.flip, "views": self.num_views, "average": "logits"}
 
 
+def check_logits(logits: torch.Tensor) -> None:
+    """One line naming the model, not a scorer, when its output holds NaN or inf (broken weights or input):
+    every command's forward pass (evaluate, fit-scorers, visualize) goes through :func:`forward`."""
+    try:
+        check_finite(logits, "the model's logits", "the checkpoint's weights or the input are broken (no scorer "
+                     "or metric can use them)")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def forward(
     model: nn.Module,
     images: torch.Tensor,
@@ -78,6 +89,7 @@ def forward(
     size = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
     if tta is None or (tta.scales == (1.0,) and not tta.flip):
         out = model(images, return_features=return_features)
+        check_logits(out.logits)
         return SegOutput(out.logits.float(), None, dict(out.features)).resized(size)
     if return_features and 1.0 not in tta.scales:
         raise UserError("TTA scales must include 1.0 when a scorer reads features (they come from that view)")
@@ -94,6 +106,7 @@ def forward(
             if want:
                 features = dict(out.features)
             logits = out.logits.float()
+            check_logits(logits)
             if flipped:
                 logits = logits.flip(-1)
             logits = SegOutput(logits).resized(size).logits

@@ -40,15 +40,16 @@ DEFAULT_BITS = 27
 _NAN = float("nan")
 
 
-def check_finite(scores: torch.Tensor) -> None:
-    """Raise ``ValueError`` when ``scores`` hold NaN or inf (numpy on CPU; one host sync on GPU)."""
+def check_finite(scores: torch.Tensor, what: str = "scores", hint: str = "fix the scorer before measuring") -> None:
+    """Raise ``ValueError`` when ``scores`` hold NaN or inf (numpy on CPU; one host sync on GPU); the message
+    names ``what`` holds them and ends with ``hint``."""
     if numpy_path(scores):
         ok = bool(np.isfinite(scores.detach().float().numpy()).all())
     else:
         ok = bool(torch.isfinite(scores).all())
     if not ok:
         n = int((~torch.isfinite(scores)).sum())
-        raise ValueError(f"scores contain {n} non-finite values (NaN or inf); fix the scorer before measuring")
+        raise ValueError(f"{what} contain {n} non-finite values (NaN or inf); {hint}")
 
 
 class AnomalyMetrics(Accumulator):
