@@ -210,6 +210,7 @@ def test_float_order_key_preserves_order_and_inverts():
     assert np.array_equal(back, x + np.float32(0.0))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu_both_protocols():
     rng = np.random.default_rng(17)
