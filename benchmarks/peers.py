@@ -230,6 +230,7 @@ def main() -> None:
                 if not _installed(package):
                     results[protocol].append((name, {"skipped": f"{package} not installed"}))
                     continue
+                print(f"  running {name} ({protocol}) ...", file=sys.stderr, flush=True)
                 results[protocol].append((name, _run(name, protocol, Path(tmp), args.bins, tuning,
                                                      args.max_seconds)))
     cols = ["protocol", "method", "seconds", "peak MB", "AUROC", "AUPR", "FPR95", "ΔAUROC", "ΔAUPR", "ΔFPR95"]
@@ -247,7 +248,8 @@ def main() -> None:
             print("| " + " | ".join(cells) + " |")
     print("Δ: absolute difference to sklearn on the same protocol; seconds and peak MB: compute only (imports and "
           "data loading not counted), peak RSS above the baseline, each row its own process")
-    print(f"total wall time {time.perf_counter() - started:.0f} s (data generation and process starts included)")
+    print(f"total wall time {time.perf_counter() - started:.0f} s (data generation and process starts included); "
+          f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

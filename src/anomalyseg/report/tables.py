@@ -161,7 +161,7 @@ def describe_key(key: tuple[Any, ...], record: Mapping[str, Any]) -> str:
     name, split, protocol, rule, ignore, resolution, anomaly, skip = key[:8]
     s = (record.get("protocols") or {}).get(protocol) or {}
     official = " (official StreetHazards protocol)" if s.get("official_streethazards") else ""
-    where = f"{name} {split}" if split else str(name)
+    where = f"{name} {split}" if split and str(split) not in str(name) else str(name)
     parts = [f"{where}, `{protocol}`{official}: {s.get('aggregation', '')}",
              f"FPR95 rule '{rule}'", str(s.get("pixels", "")), f"anomaly ids {list(anomaly)}",
              f"evaluated at {_resolution_text(resolution)}"]
