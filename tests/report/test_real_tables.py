@@ -90,17 +90,18 @@ def test_one_table_scorers_by_sets_with_exact_cells(enet_files: list[Path]) -> N
     assert [g for g, _ in table.groups] == ["RoadAnomaly", "RA21", "RO21", "FS Static"]  # registry order, not files'
     assert [m for _, m in table.groups] == [["AuPRC", "FPR95"], ["AuPRC", "FPR95", "sIoU", "PPV", "mean F1"],
                                            ["AuPRC", "FPR95", "sIoU", "PPV", "mean F1"], ["AuPRC", "FPR95"]]
-    assert table.details == ["pooled, FPR95 interp, at model 512x1024",
-                             "pooled, FPR95 interp, track anomaly, at model 512x1024",
-                             "pooled, FPR95 interp, track obstacle, at model 512x1024",
-                             "pooled, FPR95 interp, at model 512x1024"]
+    assert table.details == ["pooled, FPR95 interp, at model input 512x1024",
+                             "pooled, FPR95 interp, track anomaly, at model input 512x1024",
+                             "pooled, FPR95 interp, track obstacle, at model input 512x1024",
+                             "pooled, FPR95 interp, at model input 512x1024"]
     assert [t for t, _ in table.rows] == [["void"], ["msp"], ["max_logit"]]
 
     md = table_markdown(table)
-    assert ("| scorer | RoadAnomaly (pooled, FPR95 interp, at model 512x1024) AuPRC | FPR95 | "
-            "RA21 (pooled, FPR95 interp, track anomaly, at model 512x1024) AuPRC | FPR95 | sIoU | PPV | mean F1 | "
-            "RO21 (pooled, FPR95 interp, track obstacle, at model 512x1024) AuPRC | FPR95 | sIoU | PPV | mean F1 | "
-            "FS Static (pooled, FPR95 interp, at model 512x1024) AuPRC | FPR95 |") in md
+    assert ("| scorer | RoadAnomaly (pooled, FPR95 interp, at model input 512x1024) AuPRC | FPR95 | "
+            "RA21 (pooled, FPR95 interp, track anomaly, at model input 512x1024) AuPRC | FPR95 | sIoU | PPV | "
+            "mean F1 | RO21 (pooled, FPR95 interp, track obstacle, at model input 512x1024) AuPRC | FPR95 | sIoU | "
+            "PPV | mean F1 | "
+            "FS Static (pooled, FPR95 interp, at model input 512x1024) AuPRC | FPR95 |") in md
     assert "|---|---:|" + "---:|" * 13 in md
     assert ("| void | 9.69 | 83.09 | 17.30 | 83.95 | 10.12 | 8.50 | 3.33 | 1.50 | 54.14 | 5.00 | 2.00 | 1.00 | "
             "4.61 | 56.24 |") in md
@@ -109,25 +110,25 @@ def test_one_table_scorers_by_sets_with_exact_cells(enet_files: list[Path]) -> N
     assert ("| max_logit | **15.01** | **72.46** | 26.09 | 89.92 | 18.75 | **12.50** | 6.25 | 3.89 | 41.35 | "
             "**15.00** | 25.00 | 9.00 | **7.17** | 46.12 |") in md  # ties: both marked
     assert "FPR95 rule 'interp'" in md and "evaluated at the model input (512x1024)" in md
-    assert "track anomaly, at each scorer's stored threshold" in md
+    assert "track anomaly, each map binarised at its stored threshold; thresholds in" in md
 
     rows = list(csv.DictReader(io.StringIO(table_csv(table))))
     msp = rows[1]
     assert msp["scorer"] == "msp"
-    assert float(msp["RoadAnomaly (pooled, FPR95 interp, at model 512x1024) AuPRC"]) == 0.1334
-    assert float(msp["RO21 (pooled, FPR95 interp, track obstacle, at model 512x1024) PPV"]) == 0.3
-    assert rows[2]["best"].split(";") == ["RoadAnomaly (pooled, FPR95 interp, at model 512x1024) AuPRC",
-                                          "RoadAnomaly (pooled, FPR95 interp, at model 512x1024) FPR95",
-                                          "RA21 (pooled, FPR95 interp, track anomaly, at model 512x1024) PPV",
-                                          "RO21 (pooled, FPR95 interp, track obstacle, at model 512x1024) sIoU",
-                                          "FS Static (pooled, FPR95 interp, at model 512x1024) AuPRC"]
+    assert float(msp["RoadAnomaly (pooled, FPR95 interp, at model input 512x1024) AuPRC"]) == 0.1334
+    assert float(msp["RO21 (pooled, FPR95 interp, track obstacle, at model input 512x1024) PPV"]) == 0.3
+    assert rows[2]["best"].split(";") == ["RoadAnomaly (pooled, FPR95 interp, at model input 512x1024) AuPRC",
+                                          "RoadAnomaly (pooled, FPR95 interp, at model input 512x1024) FPR95",
+                                          "RA21 (pooled, FPR95 interp, track anomaly, at model input 512x1024) PPV",
+                                          "RO21 (pooled, FPR95 interp, track obstacle, at model input 512x1024) sIoU",
+                                          "FS Static (pooled, FPR95 interp, at model input 512x1024) AuPRC"]
     assert [len(r) for r in rows] == [2 + 14] * 3  # scorer, 14 numeric columns, best
 
     tex = table_latex(table)
     assert (r" & \multicolumn{2}{c}{RoadAnomaly} & \multicolumn{5}{c}{RA21} & \multicolumn{5}{c}{RO21} & "
             r"\multicolumn{2}{c}{FS Static} \\") in tex
-    assert (r" & \multicolumn{2}{c}{\footnotesize pooled, FPR95 interp, at model 512x1024} & "
-            r"\multicolumn{5}{c}{\footnotesize pooled, FPR95 interp, track anomaly, at model 512x1024} & ") in tex
+    assert (r" & \multicolumn{2}{c}{\footnotesize pooled, FPR95 interp, at model input 512x1024} & "
+            r"\multicolumn{5}{c}{\footnotesize pooled, FPR95 interp, track anomaly, at model input 512x1024} & ") in tex
     assert r"\cmidrule(lr){2-3} \cmidrule(lr){4-8} \cmidrule(lr){9-13} \cmidrule(lr){14-15}" in tex
     assert (r"max\_logit & \textbf{15.01} & \textbf{72.46} & 26.09 & 89.92 & 18.75 & \textbf{12.50} & 6.25 & "
             r"3.89 & 41.35 & \textbf{15.00} & 25.00 & 9.00 & \textbf{7.17} & 46.12 \\") in tex
@@ -151,10 +152,10 @@ def test_settings_never_share_a_column(tmp_path: Path) -> None:
     assert table.index == ["model", "scorer"]
     assert [g for g, _ in table.groups] == ["RoadAnomaly [1]", "RoadAnomaly", "RoadAnomaly", "RoadAnomaly [2]",
                                            "RoadAnomaly"]
-    assert table.details == ["pooled, FPR95 interp, at model 512x1024", "pooled, FPR95 interp, at label res.",
-                             "pooled, FPR95 interp, images without anomaly skipped, at model 512x1024",
-                             "pooled, FPR95 interp, at model 512x1024",
-                             "pooled, FPR95 interp, track anomaly, at model 512x1024"]
+    assert table.details == ["pooled, FPR95 interp, at model input 512x1024", "pooled, FPR95 interp, at label res.",
+                             "pooled, FPR95 interp, images without anomaly skipped, at model input 512x1024",
+                             "pooled, FPR95 interp, at model input 512x1024",
+                             "pooled, FPR95 interp, track anomaly, at model input 512x1024"]
     rows = {tuple(t): v for t, v in table.rows}
     assert rows[("enet", "msp")] == [0.1334, 0.7782] + [None] * 11
     assert rows[("enetnoskip", "msp")] == [0.7, 0.3] + [None] * 11  # skip=False shares the column with unset
@@ -163,10 +164,10 @@ def test_settings_never_share_a_column(tmp_path: Path) -> None:
     assert rows[("enetign", "msp")] == [None] * 6 + [0.8, 0.2] + [None] * 5
     assert rows[("enetcomp", "msp")] == [None] * 8 + [0.9, 0.1, 0.3, 0.2, 0.1]
     notes = " ".join(table.notes)
-    assert "RoadAnomaly [2] (pooled, FPR95 interp, at model 512x1024): " in notes and "ignored ids [0]" in notes
+    assert "RoadAnomaly [2] (pooled, FPR95 interp, at model input 512x1024): " in notes and "ignored ids [0]" in notes
     assert "images without anomaly pixels left out" in notes and "evaluated at the label resolution" in notes
     md = table_markdown(table)
-    assert "| RoadAnomaly (pooled, FPR95 interp, images without anomaly skipped, at model 512x1024) AuPRC |" in md
+    assert "| RoadAnomaly (pooled, FPR95 interp, images without anomaly skipped, at model input 512x1024) AuPRC |" in md
 
 
 def test_report_writes_the_table_everywhere(enet_files: list[Path], tmp_path: Path) -> None:
@@ -181,8 +182,8 @@ def test_report_writes_the_table_everywhere(enet_files: list[Path], tmp_path: Pa
     page = (out / "report.html").read_text()
     start = page.index('id="table-real_sets"')
     table_html = page[start:page.index("</table>", start)]
-    assert '<th colspan="5">RO21<br><span class="detail">pooled, FPR95 interp, track obstacle, at model 512x1024' \
-        in table_html
+    assert ('<th colspan="5">RO21<br><span class="detail">pooled, FPR95 interp, track obstacle, at model input '
+            '512x1024</span></th>') in table_html
     assert '<td class="num best">15.01</td>' in table_html
     assert table_html.count("<tr>") == 2 + 3
     # the per-set sections stay (their own table with AUROC beside their panels)

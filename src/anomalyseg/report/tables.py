@@ -296,13 +296,21 @@ def _tracks(record: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(tracks))
 
 
+def _threshold_sources(record: Mapping[str, Any]) -> str:
+    """How the component metrics' thresholds were chosen (``threshold_source`` of evaluate), one text."""
+    sources = {str(c.get("threshold_source") or "stored threshold")
+               for e in (record.get("scorers") or {}).values() if (c := _components(e))}
+    return " / ".join(sorted(sources))
+
+
 def _model_label(rs: ResultSet) -> str:
     """``enet_road_anomaly`` -> ``enet``: evaluate writes ``NAME_<set>.json`` per set."""
     key = real_set_key(rs.record) or ""
     return rs.label[: -len(key) - 1] if key and rs.label.endswith(f"_{key}") else rs.label
 
 
-def _set_order(key: str) -> int:
+def set_order(key: str) -> int:
+    """Position of a real-photo set in the registry (Road Anomaly, RA21, RO21, FS Static, FS L&F); others last."""
     from anomalyseg.data.anomaly_presets import PRESETS
 
     order = list(PRESETS)
@@ -322,7 +330,11 @@ def _real_group_detail(key: tuple[Any, ...]) -> str:
         bits.append("images without anomaly skipped")
     if tracks:
         bits.append("track " + "/".join(tracks))
-    bits.append("at label res." if resolution == "label" else f"at {resolution}")
+    if resolution == "label":
+        bits.append("at label res.")
+    else:
+        bits.append(f"at model input {resolution[len('model '):]}" if resolution.startswith("model ")
+                    else f"at {resolution}")
     return ", ".join(bits)
 
 
@@ -335,16 +347,16 @@ def real_sets_table(sets: Sequence[ResultSet], protocol: str = "pooled") -> Tabl
     members = [rs for rs in sets if real_set_key(rs.record) and protocol in (rs.record.get("protocols") or {})]
     if not members:
         return None
+    models = list(dict.fromkeys(_model_label(rs) for rs in members))
     keys: dict[tuple[Any, ...], ResultSet] = {}  # group key -> first record measured that way
-    for rs in sorted(members, key=lambda r: _set_order(real_set_key(r.record) or "")):  # sort is stable
-        keys.setdefault(_real_group_key(rs.record, protocol), rs)
+    for rs in sorted(members, key=lambda r: (set_order(real_set_key(r.record) or ""), models.index(_model_label(r)))):
+        keys.setdefault(_real_group_key(rs.record, protocol), rs)  # by set, then by model (files' order)
     group_keys = list(keys)
     columns = [REAL_METRICS + (COMPONENT_METRICS if key[-1] else ()) for key in group_keys]
     offsets = [sum(len(c) for c in columns[:i]) for i in range(len(columns))]
     width = sum(len(c) for c in columns)
     real_names = {k for k, _, _ in REAL_METRICS}
 
-    models = list(dict.fromkeys(_model_label(rs) for rs in members))
     rows: dict[tuple[str, str], list[float | None]] = {}
     for rs in members:
         g = group_keys.index(_real_group_key(rs.record, protocol))
@@ -368,8 +380,9 @@ def real_sets_table(sets: Sequence[ResultSet], protocol: str = "pooled") -> Tabl
     for key, rs, label, detail in zip(group_keys, keys.values(), labels, details):
         note = f"{label} ({detail}): {describe_key(key, rs.record)}"
         if key[-1]:
-            note += (f"; sIoU / PPV / mean F1: component-level metrics (SegmentMeIfYouCan), track "
-                     f"{'/'.join(key[-1])}, at each scorer's stored threshold (metrics.components.threshold)")
+            note += (f"; sIoU / PPV / mean F1: SegmentMeIfYouCan component-level metrics, track {'/'.join(key[-1])}, "
+                     f"each map binarised at its {_threshold_sources(rs.record)}; thresholds in "
+                     "metrics.components.threshold")
         notes.append(note)
     notes.append("AuPRC = average precision (anomaly = positive); metrics in %; best value per column in bold "
                  "(FPR95: lowest; the others: highest); '-': not computed.")
