@@ -144,8 +144,10 @@ def real_set_sections(sets: Sequence[ResultSet], manifests: Sequence[tuple[Path,
         key = _set_key(m)
         if key:
             names.setdefault(key, m["dataset"].get("name") or key)
+    from anomalyseg.report.tables import set_order
+
     sections = []
-    for key, name in names.items():
+    for key, name in sorted(names.items(), key=lambda item: set_order(item[0])):  # registry order, stable
         members = [rs for rs in sets if (rs.record.get("dataset") or {}).get("preset") == key]
         tables = []
         if members:

@@ -27,6 +27,7 @@ h3 {{ font-size: 15px; margin: 16px 0 6px; }}
 table.results {{ border-collapse: collapse; font-size: 13px; margin: 8px 0; }}
 table.results th {{ background: {HEADER_BG}; color: #fff; padding: 5px 9px; border: 1px solid #fff; }}
 table.results td {{ padding: 4px 9px; border: 1px solid #ddd; }}
+table.results th .detail {{ font-weight: normal; font-size: 11px; }}
 table.results td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 table.results td.best {{ background: {BEST_BG}; font-weight: bold; }}
 table.results tr:nth-child(even) td:not(.best) {{ background: #f4f7fb; }}
@@ -78,7 +79,9 @@ def table_html(table: Table) -> str:
     span = 2 if named else 1
     head = "".join(f'<th rowspan="{span}">{e(h)}</th>' for h in table.index)
     if named:
-        head += "".join(f'<th colspan="{len(m)}">{e(g)}</th>' for g, m in table.groups)
+        details = [*table.details, *[""] * len(table.groups)]
+        head += "".join(f'<th colspan="{len(m)}">{e(g)}' + (f'<br><span class="detail">{e(d)}</span>' if d else "")
+                        + "</th>" for (g, m), d in zip(table.groups, details))
         rows.append(f"<tr>{head}</tr>")
         rows.append("<tr>" + "".join(f"<th>{e(m)}</th>" for _, ms in table.groups for m in ms) + "</tr>")
     else:
