@@ -1,8 +1,13 @@
 """Fetching and unpacking the official StreetHazards tarballs: resumable HTTP download, MD5 check, safe extract.
 
 Own code on top of urllib + tarfile (torchvision's ``download_and_extract_archive`` neither resumes a partial
-download nor refuses a tar that escapes its folder); extraction uses tarfile's ``data`` filter *and* checks
-every member first, so a malicious archive is refused before anything is written.
+download nor refuses a tar that escapes its folder). :func:`safe_extract` reads the whole member list and
+checks it before writing anything: every path and link target is resolved with the archive's own links
+followed as they will be after extraction, the total size, member count and expansion ratio are capped
+(:data:`MAX_EXTRACT_BYTES`, :data:`MAX_EXTRACT_MEMBERS`, :data:`MAX_EXTRACT_RATIO`, overridable per call) and an
+archive without tar's end-of-archive marker (truncated) is refused; then it extracts with tarfile's ``data``
+filter (Python >= 3.10.12 / 3.11.4, this interpreter's ``tarfile.data_filter``) as a second layer. The CLI's
+published MD5 catches a bad download as well, but the Python API with ``checksums=None`` relies on these checks.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from tqdm import tqdm
 
@@ -322,6 +328,14 @@ def safe_extract(archive: str | Path, dest: str | Path, *, max_bytes: int | None
     return len(members)
 
 
+def _limits(given: dict[str, float] | None) -> dict[str, Any]:
+    known = ("max_bytes", "max_members", "max_ratio")
+    unknown = sorted(set(given or {}) - set(known))
+    if unknown:
+        raise UserError(f"unknown extraction limit(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return dict(given or {})
+
+
 def archives_for(split: str) -> list[str]:
     """Archive keys (``"train"``, ``"test"``) needed for ``split`` (``all`` = both)."""
     if split == "all":
@@ -337,12 +351,15 @@ def download_streethazards(
     checksums: dict[str, str | None] | None = None,
     remove_archive: bool = False,
     progress: bool = True,
+    extract_limits: dict[str, float] | None = None,
 ) -> list[Path]:
     """Download, verify and extract the official archives for ``split`` into ``root``; returns the split
     folders. Work already done (a verified archive, a completed extraction) is skipped.
 
     ``url_base`` points at a mirror holding the same file names; ``checksums`` overrides the published MD5
-    per archive key (``None`` skips the check — only for mirrors you trust).
+    per archive key (``None`` skips the check — only for mirrors you trust: :func:`safe_extract` still refuses
+    an unsafe, oversized or truncated archive). ``extract_limits`` overrides :func:`safe_extract`'s limits
+    (``{"max_bytes": ..., "max_members": ..., "max_ratio": ...}``).
     """
     root = Path(root).expanduser()
     done: list[Path] = []
@@ -358,7 +375,7 @@ def download_streethazards(
         tar_path = download_file(STREETHAZARDS.url(key, url_base), root / archive.filename, md5,
                                  progress=progress)
         log.info("extracting %s", tar_path)
-        count = safe_extract(tar_path, root)
+        count = safe_extract(tar_path, root, **_limits(extract_limits))
         marker.write_text(f"{md5}\n")
         log.info("extracted %d members into %s", count, folder)
         if remove_archive:
