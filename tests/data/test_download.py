@@ -392,3 +392,9 @@ def test_modes_are_sanitised(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(b"#!"))
     safe_extract(archive, tmp_path / "dest")
     assert (tmp_path / "dest" / "run.sh").stat().st_mode & 0o7777 == 0o755
+
+
+def test_missing_archive_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot extract"):
+        safe_extract(tmp_path / "nope.tar", tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()

@@ -325,6 +325,8 @@ def safe_extract(archive: str | Path, dest: str | Path, *, max_bytes: int | None
         raise UserError(f"refusing to extract {archive}: {exc}") from exc
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise UserError(f"cannot read archive {archive}: {exc}") from exc
+    except OSError as exc:  # a missing archive, a full disk
+        raise UserError(f"cannot extract {archive} into {dest}: {exc}") from exc
     return len(members)
 
 
