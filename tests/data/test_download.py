@@ -208,3 +208,193 @@ def test_symlink_inside_is_allowed(tmp_path: Path) -> None:
         tar.addfile(info)
     assert safe_extract(archive, tmp_path / "out") == 2
     assert (tmp_path / "out" / "d" / "alias.txt").read_bytes() == b"x"
+
+
+# --- hostile archives, each built here: refused before anything is written -----------------------------------
+def _link(tar: tarfile.TarFile, name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    tar.addfile(info)
+
+
+def _assert_nothing_written(tmp_path: Path, dest: Path) -> None:
+    assert not dest.exists()  # not even the folder: refused before anything is written
+    assert not [p for p in tmp_path.rglob("*") if p.is_symlink()]
+
+
+#: Link chains whose members each look harmless alone (the old per-member check, and tarfile's ``data`` filter
+#: applied member by member, let the first one through: ``d/a`` ended up pointing above ``dest``).
+CHAINS = {
+    "later_link_makes_earlier_escape": [("d/a", "b/../.."), ("d/b", ".")],
+    "earlier_link_makes_later_escape": [("d/b", "."), ("d/a", "b/../..")],
+    "top_level": [("b", "."), ("a", "b/..")],
+    "two_hops": [("d/b", "."), ("d/c", "b"), ("d/a", "c/../..")],
+    "loop": [("x", "y"), ("y", "x")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHAINS))
+def test_symlink_chains_are_resolved_as_after_extraction(tmp_path: Path, case: str) -> None:
+    archive = tmp_path / "chain.tar"
+    with tarfile.open(archive, "w") as tar:
+        _add(tar, "ok.txt", b"fine")
+        for name, target in CHAINS[case]:
+            _link(tar, name, target)
+    dest = tmp_path / "p" / "dest"
+    with pytest.raises(UserError, match="refusing to extract") as err:
+        safe_extract(archive, dest)
+    assert "\n" not in str(err.value)
+    _assert_nothing_written(tmp_path, dest)
+
+
+def test_file_written_through_a_link_chain_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "through.tar"
+    with tarfile.open(archive, "w") as tar:
+        _link(tar, "d/b", ".")
+        _link(tar, "d/up", "b/..")  # = dest: fine by itself
+        _add(tar, "d/up/x.txt", b"fine")  # = dest/x.txt
+        _link(tar, "d/hard", "d/up/x.txt", tarfile.LNKTYPE)  # a hard link through links, inside
+    assert safe_extract(archive, tmp_path / "dest") == 4
+    assert (tmp_path / "dest" / "x.txt").read_bytes() == b"fine"
+    with tarfile.open(archive, "a") as tar:
+        _link(tar, "d/up2", "up/..")  # = above dest
+    with pytest.raises(UserError, match="'d/up2' links outside"):
+        safe_extract(archive, tmp_path / "dest2")
+    _assert_nothing_written(tmp_path / "dest2", tmp_path / "dest2")
+
+
+def test_a_late_refusal_writes_nothing(tmp_path: Path) -> None:
+    """The bad member comes last: before, everything ahead of it was already on disk."""
+    archive = tmp_path / "late.tar"
+    with tarfile.open(archive, "w") as tar:
+        for i in range(5):
+            _add(tar, f"streethazards_test/test/{i}.txt", b"fine")
+        _link(tar, "streethazards_test/b", ".")
+        _link(tar, "streethazards_test/a", "b/..")  # the data filter alone refused this one only when reached
+        _link(tar, "streethazards_test/z", "a/..")
+    dest = tmp_path / "dest"
+    with pytest.raises(UserError, match="refusing to extract"):
+        safe_extract(archive, dest)
+    _assert_nothing_written(tmp_path, dest)
+
+
+def test_hard_link_to_a_missing_member_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "hard.tar"
+    with tarfile.open(archive, "w") as tar:
+        _link(tar, "h", "not/in/archive", tarfile.LNKTYPE)
+    with pytest.raises(UserError, match="not a file earlier in the archive"):
+        safe_extract(archive, tmp_path / "dest")
+
+
+def test_member_count_and_size_limits(tmp_path: Path) -> None:
+    archive = tmp_path / "five.tar"
+    with tarfile.open(archive, "w") as tar:
+        for i in range(5):
+            _add(tar, f"f{i}.bin", bytes(1000))
+    with pytest.raises(UserError, match=r"5 members, more than the limit of 4 \(max_members\)"):
+        safe_extract(archive, tmp_path / "a", max_members=4)
+    with pytest.raises(UserError, match=r"5000 bytes .* limit of 4999 \(max_bytes\)"):
+        safe_extract(archive, tmp_path / "b", max_bytes=4999)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert safe_extract(archive, tmp_path / "c", max_members=5, max_bytes=5000) == 5
+
+
+def _zero_bomb(path: Path, size: int) -> None:
+    """A gzip'd tar holding ``size`` zero bytes (about 1000:1), written without holding them in memory."""
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:
+            k = min(len(b), self.n)
+            b[:k] = bytes(k)
+            self.n -= k
+            return k
+
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = size
+        tar.addfile(info, io.BufferedReader(Zeros(size)))
+
+
+def test_decompression_bomb_is_refused_by_default(tmp_path: Path) -> None:
+    archive = tmp_path / "bomb.tar.gz"
+    _zero_bomb(archive, 120_000_000)
+    assert archive.stat().st_size < 200_000
+    with pytest.raises(UserError, match=r"120000000 bytes .* more than 100 times its size \(max_ratio"):
+        safe_extract(archive, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+    small = tmp_path / "small.tar.gz"
+    _zero_bomb(small, 2_000_000)  # bounded: under the ratio's 1 MiB floor x 100
+    assert safe_extract(small, tmp_path / "ok") == 1
+    with pytest.raises(UserError, match="max_ratio"):  # the limit is the caller's to set
+        safe_extract(small, tmp_path / "strict", max_ratio=1)
+
+
+def _two_member_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        _add(tar, "streethazards_test/one.txt", b"1" * 1000)
+        _add(tar, "streethazards_test/two.txt", b"2" * 1000)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("cut", [512 + 1024, 512 + 1024 + 100, 512 + 1024 + 512 + 300, 512 + 1024 + 512 + 1024])
+def test_truncated_tar_is_refused(tmp_path: Path, cut: int) -> None:
+    """Cut at a header boundary (tarfile stopped there quietly: 'success' with one member), inside a header,
+    inside the data, and just before the end-of-archive marker."""
+    archive = tmp_path / "cut.tar"
+    archive.write_bytes(_two_member_tar()[:cut])
+    dest = tmp_path / "dest"
+    with pytest.raises(UserError, match=r"incomplete|cannot read archive") as err:
+        safe_extract(archive, dest)
+    assert "\n" not in str(err.value)
+    assert not dest.exists()
+
+
+def test_truncated_tar_from_python_api_without_checksum(tmp_path: Path) -> None:
+    """``checksums=None`` skips the MD5 (a mirror you trust): the extraction still notices the cut."""
+    data = make_tar()
+    src = tmp_path / "mirror"
+    src.mkdir()
+    cut = data.index(b"streethazards_test/test/test.odgt")  # at the header of the 5th member
+    assert cut % 512 == 0
+    (src / "streethazards_test.tar").write_bytes(data[:cut])
+    root = tmp_path / "sh"
+    with pytest.raises(UserError, match="incomplete"):
+        download_streethazards(root, "test", url_base=src.as_uri(), checksums={"test": None}, progress=False)
+    assert not (root / "streethazards_test").exists()
+    with pytest.raises(UserError, match="unknown extraction limit"):
+        download_streethazards(root, "test", url_base=src.as_uri(), checksums={"test": None}, progress=False,
+                               extract_limits={"max_size": 1})
+
+
+def test_limits_pass_through_download(tmp_path: Path) -> None:
+    data = make_tar()
+    src = tmp_path / "mirror"
+    src.mkdir()
+    (src / "streethazards_test.tar").write_bytes(data)
+    with pytest.raises(UserError, match="max_members"):
+        download_streethazards(tmp_path / "sh", "test", url_base=src.as_uri(), checksums={"test": None},
+                               progress=False, extract_limits={"max_members": 3})
+
+
+def test_modes_are_sanitised(tmp_path: Path) -> None:
+    """Set-id and group/other-write bits never reach the disk (tarfile's data filter, or our own fallback)."""
+    archive = tmp_path / "modes.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("run.sh")
+        info.size, info.mode = 2, 0o6777
+        tar.addfile(info, io.BytesIO(b"#!"))
+    safe_extract(archive, tmp_path / "dest")
+    assert (tmp_path / "dest" / "run.sh").stat().st_mode & 0o7777 == 0o755
+
+
+def test_missing_archive_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot extract"):
+        safe_extract(tmp_path / "nope.tar", tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()

@@ -133,3 +133,44 @@ def test_scan_cache_is_keyed_by_the_anomaly_ids(synth_root):
     guards.scan_labels(ds, "train")  # clean for id 13: cached
     with pytest.raises(UserError, match=r"'train' split contains anomaly pixels \(label id 0\)"):
         guards.scan_labels(ds, "train", anomaly_ids=(0,))  # another id set: not answered from that cache
+
+
+def _truncate(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_unreadable_label_follows_the_datasets_on_error(synth_root, tmp_path, caplog):
+    """Before: a traceback from the scan (PIL's OSError) even with on_error=skip."""
+    root = tmp_path / "tree"
+    shutil.copytree(synth_root, root)
+    bad = StreetHazards(root, "train").entries[2].label
+    _truncate(bad)
+    with pytest.raises(UserError, match=f"cannot read label {bad}.*split 'train'") as err:
+        guards.scan_labels(StreetHazards(root, "train"), "train", workers=2)
+    assert "\n" not in str(err.value)
+    lenient = StreetHazards(root, "train", on_error="skip")
+    with caplog.at_level("WARNING", logger="anomalyseg.engine.guards"):
+        counts = guards.scan_labels(lenient, "train", workers=2)
+    assert str(bad) in caplog.text and "skipping" in caplog.text
+    assert counts.sum() == sum(np.array(Image.open(e.label)).size for e in lenient.entries if e.label != bad)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="anomalyseg.engine.guards"):
+        guards.scan_labels(lenient, "train")  # not cached: reported again
+    assert str(bad) in caplog.text
+
+
+def test_training_skips_bad_labels_and_images_alike_and_counts_them_per_epoch(synth_root, tmp_path, caplog):
+    root = tmp_path / "tree"
+    shutil.copytree(synth_root, root)
+    entries = StreetHazards(root, "train").entries
+    _truncate(entries[3].label)
+    _truncate(entries[9].image)
+    cfg = load_config(None, tiny_overrides(root, tmp_path / "runs", "bad", **{
+        "data.on_error": "skip", "data.workers": 2, "train.checkpoint_every_steps": 0}))
+    with caplog.at_level("INFO", logger="anomalyseg"):
+        train(cfg, device="cpu")
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(epochs) == 2
+    assert all("2 unreadable sample(s) skipped (data.on_error=skip)" in m for m in epochs), epochs
+    assert str(entries[3].label) in caplog.text  # named by the scan (the workers name both as they skip them)

@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -94,8 +94,15 @@ def _label_paths(dataset: Any) -> list[Path] | None:
     return paths if indices is None else [paths[i] for i in indices]
 
 
+class _Unreadable(NamedTuple):
+    """Item of a count source whose label could not be read: the one-line reason (it names the file)."""
+
+    message: str
+
+
 class _LabelCounts(Dataset):
-    """Item i -> pixel count per label id (0..255) of label file i, read through the data layer's decoder."""
+    """Item i -> pixel count per label id (0..255) of label file i, read through the data layer's decoder
+    (an unreadable file gives :class:`_Unreadable`: a fault never crosses a worker process as a traceback)."""
 
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
@@ -103,10 +110,13 @@ class _LabelCounts(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        from anomalyseg.data.io import label_from_raw, read_label_raw
+    def __getitem__(self, i: int) -> np.ndarray | _Unreadable:
+        from anomalyseg.data.io import label_from_raw, read_sample_label
 
-        ids, _ = label_from_raw(read_label_raw(self.paths[i]))
+        try:
+            ids, _ = label_from_raw(read_sample_label(self.paths[i]))
+        except UserError as exc:  # SampleError: undecodable, a colour image, an unsupported mode
+            return _Unreadable(str(exc))
         return np.bincount(ids.ravel(), minlength=256)
 
 
@@ -120,8 +130,11 @@ class _ReadLabelCounts(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        label = np.asarray(self.base.read_label(self.indices[i])).astype(np.int64)
+    def __getitem__(self, i: int) -> np.ndarray | _Unreadable:
+        try:
+            label = np.asarray(self.base.read_label(self.indices[i])).astype(np.int64)
+        except UserError as exc:
+            return _Unreadable(str(exc))
         return np.bincount(np.clip(label, 0, 255).ravel(), minlength=256)
 
 
@@ -134,9 +147,19 @@ class _SampleCounts(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        label = torch.as_tensor(self.dataset[i]["label"]).to(torch.int64).clamp(0, 255)
+    def __getitem__(self, i: int) -> np.ndarray | _Unreadable:
+        try:
+            sample = self.dataset[i]
+        except UserError as exc:
+            return _Unreadable(str(exc))
+        label = torch.as_tensor(sample["label"]).to(torch.int64).clamp(0, 255)
         return torch.bincount(label.reshape(-1), minlength=256).numpy()
+
+
+def _on_error(dataset: Any) -> str:
+    """The dataset's policy for unreadable samples (``on_error``: "skip" or "raise"), through Subsets."""
+    base, _ = _unwrap(dataset)
+    return "skip" if getattr(base, "on_error", "raise") == "skip" else "raise"
 
 
 def _count_source(dataset: Any, paths: list[Path] | None) -> Dataset:
@@ -169,6 +192,10 @@ def scan_labels(
     ``split`` is held out (:func:`check_split_allowed`). With no anomaly ids the labels are only counted.
     Works on :class:`~anomalyseg.data.StreetHazards` (label files only, parallel, cached when clean), on
     datasets with ``read_label(i)`` (Cityscapes) and on any dataset of dict samples.
+
+    An unreadable label follows the dataset's own ``on_error``, as an unreadable image does when the
+    dataset is read: ``"skip"`` logs it (with its path), leaves it out of the counts and does not cache the
+    result; otherwise it is a one-line UserError naming the file.
     """
     check_split_allowed(split, purpose, spec=spec)
     ids = resolve_anomaly_ids(anomaly_ids, spec)
@@ -190,20 +217,30 @@ def scan_labels(
     loader = DataLoader(_count_source(dataset, paths), batch_size=16, num_workers=workers, collate_fn=list,
                         generator=torch.Generator().manual_seed(0))
     total = np.zeros(256, dtype=np.int64)
-    seen = 0
-    for batch in loader:
-        for counts in batch:
-            found = next((i for i in ids if counts[i]), None)
-            if found is not None:
-                where = f" (first in {paths[seen]})" if paths is not None else f" (sample {seen})"
-                raise UserError(
-                    f"the '{split}' split contains anomaly pixels (label id {found}){where}: it cannot be "
-                    f"used for {purpose}; anomaly labels belong to the test split only"
-                )
-            total += counts
-            seen += 1
-    log.info("label scan: %d labels of split %r, %s", seen, split,
-             "no anomaly id" if ids else "counted (the dataset has no anomaly ids)")
+    seen = skipped = 0
+    policy = _on_error(dataset)
+    for position, counts in enumerate(item for batch in loader for item in batch):
+        if isinstance(counts, _Unreadable):
+            if policy == "raise":
+                raise UserError(f"{counts.message} (split '{split}'; 'anomalyseg data check' lists every bad file)")
+            skipped += 1
+            log.warning("label scan of split %r: skipping an unreadable sample (on_error=skip; it is skipped in "
+                        "training too): %s", split, counts.message)
+            continue
+        found = next((i for i in ids if counts[i]), None)
+        if found is not None:
+            where = f" (first in {paths[position]})" if paths is not None else f" (sample {position})"
+            raise UserError(
+                f"the '{split}' split contains anomaly pixels (label id {found}){where}: it cannot be "
+                f"used for {purpose}; anomaly labels belong to the test split only"
+            )
+        total += counts
+        seen += 1
+    log.info("label scan: %d labels of split %r, %s%s", seen, split,
+             "no anomaly id" if ids else "counted (the dataset has no anomaly ids)",
+             f"; {skipped} unreadable skipped" if skipped else "")
+    if skipped:
+        cache_file = None  # a verdict with unread labels is not kept: the next run reads (and reports) them again
     if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,11 @@ Exact resume needs two things the stock pieces lack: starting an epoch at batch 
 (:class:`ResumableSampler`, a ``DistributedSampler`` that can skip its first samples) and augmentations
 that do not depend on which worker process drew them (:class:`SeededSamples` seeds python / numpy / torch
 RNGs from ``(seed, epoch, rank, position)`` around each sample, then restores them).
+
+Both loaders are :class:`FaultCarryingLoader` instances: a :class:`~anomalyseg.errors.UserError` raised while a
+worker process reads a sample (a :class:`~anomalyseg.data.io.SampleError` naming an unreadable file) reaches
+the caller as that error with its one-line message, not as torch's "Caught SampleError in DataLoader worker
+process" text with the worker's traceback inside.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate, get_worker_info
 
 from anomalyseg.config import DataConfig
 from anomalyseg.engine.guards import check_split_allowed
@@ -107,6 +112,88 @@ class SeededSamples(Dataset):
         return getattr(self.base, name)
 
 
+def read_error_count(dataset: Any) -> int:
+    """Samples replaced so far because they could not be read (``num_read_errors``, summed over DataLoader
+    workers), through ``Subset`` and :class:`SeededSamples`; 0 for a dataset that does not count them."""
+    while True:
+        if isinstance(dataset, Subset):
+            dataset = dataset.dataset
+        elif isinstance(dataset, (SeededSamples, _CarryFaults)):
+            dataset = dataset.base
+        else:
+            break
+    return int(getattr(dataset, "num_read_errors", 0) or 0)
+
+
+class _WorkerFault:
+    """A UserError raised in a DataLoader worker, carried to the main process as a batch (torch would re-raise
+    it with the worker's formatted traceback as its message)."""
+
+    def __init__(self, exc: UserError) -> None:
+        self.kind = type(exc)
+        self.message = str(exc)
+
+    def error(self) -> UserError:
+        """The error to raise in the main process: the original class when it takes the message alone."""
+        try:
+            exc = self.kind(self.message)
+        except Exception:  # a subclass with another signature
+            return UserError(self.message)
+        return exc if isinstance(exc, UserError) and str(exc) == self.message else UserError(self.message)
+
+
+class _CarryFaults(Dataset):
+    """``base[i]``, except that in a worker process a UserError comes back as a :class:`_WorkerFault`."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: Any) -> Any:
+        try:
+            return self.base[item]
+        except UserError as exc:
+            if get_worker_info() is None:
+                raise
+            return _WorkerFault(exc)
+
+    def __getattr__(self, name: str) -> Any:  # info, num_read_errors, ... of the wrapped dataset
+        if name == "base" or name.startswith("__"):  # never forward protocol hooks such as __getitems__
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+class _CollateFaults:
+    """The loader's collate function, except that a batch holding a :class:`_WorkerFault` becomes that fault."""
+
+    def __init__(self, collate_fn: Any) -> None:
+        self.collate_fn = collate_fn if collate_fn is not None else default_collate
+
+    def __call__(self, items: list[Any]) -> Any:
+        fault = next((x for x in items if isinstance(x, _WorkerFault)), None)
+        return fault if fault is not None else self.collate_fn(items)
+
+
+def _raise_faults(batches: Iterator[Any]) -> Iterator[Any]:
+    for batch in batches:
+        if isinstance(batch, _WorkerFault):
+            raise batch.error()
+        yield batch
+
+
+class FaultCarryingLoader(DataLoader):
+    """``DataLoader`` whose worker processes hand a :class:`~anomalyseg.errors.UserError` back as data: the
+    main process raises it again with its own message (one line naming the file), in batch order."""
+
+    def __init__(self, dataset: Dataset, *args: Any, collate_fn: Any = None, **kwargs: Any) -> None:
+        super().__init__(_CarryFaults(dataset), *args, collate_fn=_CollateFaults(collate_fn), **kwargs)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return _raise_faults(super().__iter__())
+
+
 def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
     """A 63-bit seed that depends only on the run seed and where the sample sits in the epoch's order."""
     return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(1, np.uint64)[0]) >> 1
@@ -162,7 +249,7 @@ def make_train_loader(
     wrapped = SeededSamples(dataset)
     sampler = ResumableSampler(wrapped, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     generator = torch.Generator().manual_seed(seed + rank)  # worker base seeds never touch the global RNG
-    loader = DataLoader(
+    loader = FaultCarryingLoader(
         wrapped, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
         drop_last=True, pin_memory=pin_memory, generator=generator, persistent_workers=False,
     )
@@ -174,7 +261,7 @@ def make_eval_loader(
     collate_fn: Any = None, pin_memory: bool = False,
 ) -> DataLoader:
     """In-order loader over this rank's unpadded shard."""
-    return DataLoader(
+    return FaultCarryingLoader(
         dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size),  # type: ignore[arg-type]
         num_workers=workers, collate_fn=collate_fn, pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(0),  # validating must not advance the global RNG

@@ -24,7 +24,7 @@ from anomalyseg.config import Config, config_to_dict
 from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.engine import distributed as D
 from anomalyseg.engine.factory import SegLoss
-from anomalyseg.engine.loaders import ResumableSampler, TrainDatasets
+from anomalyseg.engine.loaders import ResumableSampler, TrainDatasets, read_error_count
 from anomalyseg.engine.rundir import RunLogger, prediction_panel
 from anomalyseg.engine.schedules import LRSchedule
 from anomalyseg.engine.train import evaluate_segmentation, train_one_epoch
@@ -128,14 +128,17 @@ def _train_epoch(run: TrainRun, epoch: int) -> float:
     cfg, data, parts, state, t = run.cfg, run.data, run.parts, run.state, run.cfg.train
     data.sampler.set_epoch(epoch)
     data.sampler.set_start(state.batch_in_epoch * cfg.data.batch_size)
+    errors_before = read_error_count(data.sets.train)
     mean_loss = train_one_epoch(
         parts.model, parts.criterion, parts.optimizer, data.loader, parts.scheduler, run.ctx.device, epoch,
         num_batches=data.batches_per_epoch, start_batch=state.batch_in_epoch, grad_accum=t.grad_accum, amp=run.amp,
         channels_last=t.channels_last, scaler=parts.scaler, grad_clip_norm=cfg.optim.grad_clip_norm,
         log_every=t.log_every, on_step=functools.partial(_on_step, run), progress=t.progress and run.ctx.is_main)
     state.epoch, state.batch_in_epoch = epoch + 1, 0
-    log.info("epoch %d/%d: mean loss %.4f, lr %.3g", epoch + 1, t.epochs, mean_loss,
-             parts.optimizer.param_groups[0]["lr"])
+    read_errors = sum(D.gather_objects(run.ctx, read_error_count(data.sets.train) - errors_before))
+    log.log(logging.WARNING if read_errors else logging.INFO,
+            "epoch %d/%d: mean loss %.4f, lr %.3g, %d unreadable sample(s) skipped (data.on_error=%s)",
+            epoch + 1, t.epochs, mean_loss, parts.optimizer.param_groups[0]["lr"], read_errors, cfg.data.on_error)
     D.sync_buffers(run.ctx, parts.bare)
     return mean_loss
 
