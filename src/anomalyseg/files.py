@@ -14,6 +14,7 @@ mistake. :func:`load_torch_file` tells the two failures apart: a file in neither
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 import warnings
@@ -69,13 +70,19 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[IO[bytes]], 
 
 
 def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
-    """``"cannot write <path>: <why>"`` for an OSError met while writing ``path`` (the path the system names,
-    when it names one inside ``path``'s tree: the folder in the way or the read-only one)."""
-    why = exc.strerror or type(exc).__name__
+    """``"cannot write <path>: <why>"`` for an OSError met while writing ``path``, naming the path the system
+    names when it is another one (the read-only folder, or the file standing where a folder must be)."""
+    why = exc.strerror or str(exc) or type(exc).__name__
     named = exc.filename if exc.filename is not None else path
-    if path is not None and named is not None and str(named) != str(path):
+    if path is None:
+        return f"cannot write {named}: {why}" if named is not None else f"cannot write: {why}"
+    if named is not None and exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((p for p in (Path(named), *Path(named).parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"cannot write {path}: {blocker} is a file, not a folder"
+    if named is not None and str(named) != str(path):
         return f"cannot write {path}: {why} ({named})"
-    return f"cannot write {named}: {why}" if named is not None else f"cannot write: {why}"
+    return f"cannot write {path}: {why}"
 
 
 @contextmanager
