@@ -142,7 +142,7 @@ def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
                                       "never used for fitting"),
         # numbers out of range: one check per config field, the bound in the message
         "lr nan": (["train", cfg, "optim.lr=nan"], "'optim.lr': expected a finite number, got 'nan'"),
-        "lr negative": (["train", cfg, "optim.lr=-1"], "'optim.lr': must be > 0 and <= 10, got -1.0"),
+        "lr negative": (["train", cfg, "optim.lr=-1"], "'optim.lr': must be >= 0 and <= 10, got -1.0"),
         "lr inf": (["train", cfg, "optim.lr=.inf"], "'optim.lr': expected a finite number, got inf"),
         "grad clip nan": (["train", cfg, "optim.grad_clip_norm=nan"], "'optim.grad_clip_norm': expected a finite"),
         "crop zero": (["train", cfg, "data.crop_size=[0,0]"], "'data.crop_size': each value must be >= 1 and <= 8192"),
@@ -163,6 +163,8 @@ def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "demo seed negative": (["demo", "--out", str(b / "d7"), "data.seed=-1"], "'data.seed': must be >= 0"),
         "sweep grid lr nan": (["sweep", str(b / "sweep.yaml"), "--grid", "optim.lr=nan,0.01", "--dry-run"],
                               "'optim.lr': expected a finite number"),
+        "models with a billion classes": (["models", "list", "--num-classes", "1000000000"],
+                                          "--num-classes must be at most 1000"),
         # scorer settings of the wrong type
         "scorer setting not a number": (["evaluate", "--checkpoint", good, *ev, "--scorers", "energy:temperature=abc",
                                          "--out", str(b / "r9.json")],
@@ -240,7 +242,6 @@ ARGUMENT_CASES = [
      "at most 8192 pixels"),
     (["visualize", "--checkpoint", "a.pt", "--data-root", ".", "--out", "v", "--seed", "-1"], "--seed: expected"),
     (["report", "r.json", "--out", "rep", "--max-panels", "-1"], "--max-panels: expected a number >= 0 and <= 1000"),
-    (["models", "list", "--num-classes", "0"], "--num-classes: expected a number >= 1 and <= 1000"),
     (["evaluate", "--checkpoint", "a.pt", "--data-root", "."], "the following arguments are required: --out"),
     (["trian"], "invalid choice: 'trian'"),
 ]

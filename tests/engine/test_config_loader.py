@@ -212,7 +212,7 @@ def test_bounds_checked_for_configs_built_in_code():
     check_values(Config())
     with pytest.raises(UserError, match=r"config key 'data.crop_size': each value must be >= 1 and <= 8192"):
         check_values(Config(data=DataConfig(crop_size=(0, 0))))
-    with pytest.raises(UserError, match=r"config key 'optim.lr': must be > 0 and <= 10, got nan"):
+    with pytest.raises(UserError, match=r"config key 'optim.lr': must be >= 0 and <= 10, got nan"):
         check_values(Config(optim=OptimConfig(lr=float("nan"))))
 
 
