@@ -9,9 +9,10 @@ names the key. Own code instead of OmegaConf/pydantic: ~150 lines, no extra depe
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,13 +20,104 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from anomalyseg.errors import UserError
+from anomalyseg.limits import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_SIDE, MAX_WORKERS
 
 T = TypeVar("T")
+
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of a numeric config field (each element, for a list or pair); ``ordered``: a pair
+    ``[low, high]`` with ``low <= high``. Values are also always finite (see :func:`_coerce`)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is not allowed
+    hi_open: bool = False
+    ordered: bool = False
+
+    def allows(self, v: float) -> bool:
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def describe(self) -> str:
+        def num(x: float) -> str:
+            return str(x) if isinstance(x, int) else f"{x:g}"
+
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {num(self.lo)}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {num(self.hi)}")
+        return " and ".join(parts)
+
+
+def bounded(**bounds: Bound) -> Callable[[type[T]], type[T]]:
+    """Class decorator (above ``@dataclass``): the :class:`Bound` of numeric fields, checked by the loader
+    for every value read from YAML or ``key=value`` and by :func:`check_values` for a built config."""
+
+    def wrap(cls: type[T]) -> type[T]:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(bounds) - names)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: bounds for unknown fields {unknown}")
+        cls.__config_bounds__ = dict(bounds)  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def field_bounds(cls: type) -> dict[str, Bound]:
+    """The :class:`Bound` of each bounded field of dataclass ``cls`` (empty when none are declared)."""
+    return dict(getattr(cls, "__config_bounds__", {}))
+
+
+def _check_bounds(obj: Any, prefix: str = "") -> None:
+    """One-line :class:`UserError` naming the key and the allowed range when a bounded field of ``obj`` (one
+    dataclass, not its sections) is out of range."""
+    for name, bound in field_bounds(type(obj)).items():
+        value = getattr(obj, name)
+        if value is None or isinstance(value, bool):
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                continue
+            if not math.isfinite(item) or not bound.allows(item):
+                what = "each value must be" if isinstance(value, list | tuple) else "must be"
+                shown = list(value) if isinstance(value, tuple) else value
+                raise UserError(f"config key '{key}': {what} {bound.describe()}, got {shown}")
+        if bound.ordered and len(items) == 2 and items[0] > items[1]:
+            raise UserError(f"config key '{key}': expected [low, high] with low <= high, got {list(items)}")
+
+
+def check_values(config: Any, prefix: str = "") -> None:
+    """Check every bounded numeric field of ``config`` and of its sections (a config built in code, not
+    read by the loader, which checks as it reads); one-line :class:`UserError` naming the key."""
+    _check_bounds(config, prefix)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_values(value, f"{prefix}.{f.name}" if prefix else f.name)
+
+
+_SIDE = Bound(1, MAX_SIDE)
+_COUNT = Bound(1, MAX_COUNT)
+_COUNT0 = Bound(0, MAX_COUNT)
+_BATCH = Bound(1, MAX_BATCH)
+_WORKERS = Bound(0, MAX_WORKERS)
+_FACTOR = Bound(0, 1, lo_open=True)  # (0, 1]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Schema of a training run
 # ---------------------------------------------------------------------------------------------------
+@bounded(crop_size=_SIDE, scale_range=Bound(0, 10, lo_open=True, ordered=True), val_size=_SIDE,
+         batch_size=_BATCH, val_batch_size=_BATCH, workers=_WORKERS, max_train_samples=_COUNT,
+         max_val_samples=_COUNT)
 @dataclass
 class DataConfig:
     """Dataset, augmentation and loader settings (crop / resize sizes are ``[height, width]``).
@@ -65,6 +157,7 @@ def check_dataset_name(name: str) -> None:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(known)}")
 
 
+@bounded(aux_weight=Bound(0, 100))
 @dataclass
 class ModelConfig:
     """Which network; ``name`` is a registered name (built-in, ``register_model`` in your code, or an
@@ -77,6 +170,8 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+@bounded(lr=Bound(0, 10), weight_decay=Bound(0, 10), momentum=Bound(0, 1, hi_open=True),
+         betas=Bound(0, 1, hi_open=True), backbone_lr_mult=Bound(0, 100), grad_clip_norm=Bound(0, 1e6, lo_open=True))
 @dataclass
 class OptimConfig:
     """Optimizer; 1-D parameters (norms, biases) get no weight decay unless ``decay_norm_and_bias``."""
@@ -93,6 +188,9 @@ class OptimConfig:
     grad_clip_norm: float | None = None
 
 
+@bounded(warmup_iters=_COUNT0, warmup_epochs=Bound(0, 1e6), warmup_start_factor=_FACTOR, power=Bound(0, 100),
+         min_lr_factor=Bound(0, 1), plateau_factor=Bound(0, 1, lo_open=True, hi_open=True),
+         plateau_patience=Bound(0, 10**6))
 @dataclass
 class ScheduleConfig:
     """Learning-rate schedule, stepped once per optimizer step (plateau: once per validation)."""
@@ -107,6 +205,9 @@ class ScheduleConfig:
     plateau_patience: int = 2  # validations without improvement before the lr drops
 
 
+@bounded(epochs=Bound(1, 10**6), grad_accum=Bound(1, 4096), val_every=Bound(1, 10**6),
+         early_stop_patience=Bound(1, 10**6), seed=Bound(0, MAX_SEED), class_weights=Bound(0, 1e6),
+         checkpoint_every_steps=_COUNT0, log_every=_COUNT, num_vis_images=Bound(0, 256))
 @dataclass
 class TrainConfig:
     """Loop, precision, reproducibility and bookkeeping."""
@@ -215,14 +316,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise bad()
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        number = None
+        if isinstance(value, int | float | str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise bad() from None
-        raise bad()
+            except OverflowError:  # an int beyond float's range
+                number = math.inf
+        if number is None:
+            raise bad()
+        if not math.isfinite(number):  # nan / inf
+            raise UserError(f"config key '{key}': expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise bad()
@@ -247,7 +353,9 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
         if key not in names:
             raise UserError(f"unknown config key '{full}' (known here: {', '.join(names)})")
         kwargs[key] = _coerce(value, hints[key], full)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    _check_bounds(obj, prefix)
+    return obj
 
 
 def config_from_dict(schema: type[T], data: Mapping[str, Any] | None) -> T:

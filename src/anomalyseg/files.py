@@ -14,11 +14,13 @@ mistake. :func:`load_torch_file` tells the two failures apart: a file in neither
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,22 +42,80 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 
 def atomic_write(path: str | Path, content: str | bytes | Callable[[IO[bytes]], None]) -> Path:
     """Write ``content`` (text as UTF-8, bytes, or a callable writing into a binary file) to ``path``
-    atomically; the parent folder is created. Returns ``path``."""
+    atomically; the parent folder is created. Returns ``path``.
+
+    Raises:
+        UserError: "cannot write <path>: <why>" when the file system refuses (read-only, full, a folder or a
+            file in the way); nothing is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # one per writer
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "xb") as fh:
+                if callable(content):
+                    content(fh)
+                else:
+                    fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return path
+
+
+def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
+    """``"cannot write <path>: <why>"`` for an OSError met while writing ``path``, naming the path the system
+    names when it is another one (the read-only folder, or the file standing where a folder must be)."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    named = exc.filename if exc.filename is not None else path
+    if path is None:
+        return f"cannot write {named}: {why}" if named is not None else f"cannot write: {why}"
+    if named is not None and exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((p for p in (Path(named), *Path(named).parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"cannot write {path}: {blocker} is a file, not a folder"
+    if named is not None and str(named) != str(path):
+        return f"cannot write {path}: {why} ({named})"
+    return f"cannot write {path}: {why}"
+
+
+@contextmanager
+def output_errors(path: str | Path | None = None) -> Iterator[None]:
+    """Turn an :class:`OSError` raised inside the block (writing ``path``) into one-line :class:`UserError`
+    naming the path and the reason: a read-only or full disk, a file where a folder should be, ..."""
     try:
-        with open(tmp, "xb") as fh:
-            if callable(content):
-                content(fh)
-            else:
-                fh.write(content.encode("utf-8") if isinstance(content, str) else content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        yield
+    except OSError as exc:
+        raise UserError(describe_os_error(exc, path)) from None
+
+
+def check_output(path: str | Path, option: str = "--out", folder: bool = False) -> Path:
+    """Refuse, before any work, an output location that cannot be written: a folder where a file goes (or
+    the reverse), a file in the way of its parent folders, a read-only folder. Creates nothing.
+
+    Raises:
+        UserError: "<option> <path>: ..." naming what is in the way.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir() and not folder:
+        raise UserError(f"{option} {path} is a folder, not a file")
+    if path.exists() and not path.is_dir() and folder:
+        raise UserError(f"{option} {path} is a file, not a folder")
+    nearest = path if folder and path.is_dir() else path.parent
+    while not nearest.exists() and not nearest.is_symlink() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if nearest.exists() and not nearest.is_dir():
+        raise UserError(f"cannot write {option} {path}: {nearest} is a file, not a folder")
+    if nearest.is_dir() and not os.access(nearest, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {option} {path}: the folder {nearest} is not writable")
+    if path.exists() and not folder and not os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
+        raise UserError(f"cannot write {option} {path}: it is read-only")
     return path
 
 
@@ -125,6 +185,23 @@ def load_torch_file(path: str | Path, what: str = "checkpoint", map_location: An
         if not is_torch_file(path):
             raise UserError(f"{path} is not a PyTorch {what} ({describe_file(path)}; expected a file written "
                             "by torch.save)") from None
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-        why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), lines[0])[:200]
-        raise UserError(f"cannot read {what} {path}: {why}") from None
+        raise UserError(f"cannot read {what} {path}: {load_failure(exc)}") from None
+
+
+#: Lines of torch's "Weights only load failed" message that are advice, not the cause.
+_BOILERPLATE = ("Weights only load failed", "Check the documentation of torch.load", "In PyTorch 2.6",
+                "Re-running `torch.load`", "Please file an issue")
+
+
+def load_failure(exc: BaseException) -> str:
+    """The cause of a failed ``torch.load`` in one line, whole: for a refused pickle the line naming what it
+    refused (e.g. "Trying to load unsupported GLOBAL posix.system whose module posix is blocked."), followed
+    by what refused it; otherwise the first line of the error."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    refused = str(exc).startswith("Weights only load failed") or any("WeightsUnpickler" in ln for ln in lines)
+    causes = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
+    cause = next((ln for ln in causes if "GLOBAL" in ln or ln.startswith(("WeightsUnpickler error", "Unsupported"))),
+                 causes[0] if causes else lines[0])
+    if refused:
+        return f"{cause} (refused by the safe loader, torch.load(weights_only=True))"
+    return cause

@@ -8,6 +8,7 @@ console script behave the same.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -23,7 +24,15 @@ from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.data.synthetic import write_synthetic
 from anomalyseg.errors import UserError
 
-TINY = "tiny"  # entry point of the fake distribution in tests/plugins
+TINY = "tiny"
+
+
+class _Evil:
+    """A pickle that would run a shell command when loaded without weights_only."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+  # entry point of the fake distribution in tests/plugins
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,7 +53,18 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (base / "wrong_type.yaml").write_text("train:\n  epochs: many\n", encoding="utf-8")
     (base / "not_yaml.yaml").write_text("data: [unclosed\n", encoding="utf-8")
     (base / "garbage.pt").write_bytes(b"this is not a checkpoint")
+    (base / "sweep.yaml").write_text(f"train:\n  device: cpu\nsweep:\n  out: {base / 'sweep'}\n", encoding="utf-8")
     (base / "results.json").write_text('{"not": "results"}', encoding="utf-8")
+    (base / "a_file").write_text("a regular file: paths under it cannot be written, even as root\n", encoding="utf-8")
+    from anomalyseg.report.results import RESULTS_FORMAT
+
+    protocols = {"pooled": {"fpr_rule": "first"}}
+    for name, scorers in (("no_scorers", {}), ("broken_entry", {"energy": "broken"}),
+                          ("broken_metrics", {"energy": {"metrics": None}})):
+        (base / name).mkdir()
+        (base / name / "r.json").write_text(json.dumps({"format": RESULTS_FORMAT, "protocols": protocols,
+                                                        "segmentation": {"miou": 0.5}, "scorers": scorers}))
+    torch.save({"model": _Evil()}, base / "evil.pt")
     from tests.engine.tiny_model import build
 
     def ckpt(name: str, num_classes: int, width: int, config_width: int) -> Path:
@@ -120,10 +140,111 @@ def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
                                                 str(b / "r8.json")], str(f["arch"])),
         "fitting on the test split": (["fit-scorers", "--checkpoint", good, *ev, "--split", "test"],
                                       "never used for fitting"),
+        # numbers out of range: one check per config field, the bound in the message
+        "lr nan": (["train", cfg, "optim.lr=nan"], "'optim.lr': expected a finite number, got 'nan'"),
+        "lr negative": (["train", cfg, "optim.lr=-1"], "'optim.lr': must be >= 0 and <= 10, got -1.0"),
+        "lr inf": (["train", cfg, "optim.lr=.inf"], "'optim.lr': expected a finite number, got inf"),
+        "grad clip nan": (["train", cfg, "optim.grad_clip_norm=nan"], "'optim.grad_clip_norm': expected a finite"),
+        "crop zero": (["train", cfg, "data.crop_size=[0,0]"], "'data.crop_size': each value must be >= 1 and <= 8192"),
+        "crop negative": (["train", cfg, "data.crop_size=[-5,10]"], "'data.crop_size': each value must be >= 1"),
+        "crop huge": (["train", cfg, "data.crop_size=[100000,100000]"], "<= 8192, got [100000, 100000]"),
+        "scale negative": (["train", cfg, "data.scale_range=[-1,0]"], "'data.scale_range': each value must be > 0"),
+        "scale reversed": (["train", cfg, "data.scale_range=[2,0.5]"], "[low, high] with low <= high"),
+        "val size zero": (["train", cfg, "data.val_size=[0,0]"], "'data.val_size': each value must be >= 1"),
+        "workers negative (config)": (["train", cfg, "data.workers=-1"], "'data.workers': must be >= 0 and <= 256"),
+        "momentum 2": (["train", cfg, "optim.momentum=2"], "'optim.momentum': must be >= 0 and < 1"),
+        "betas 1.5": (["train", cfg, "optim.betas=[1.5,0.9]"], "'optim.betas': each value must be >= 0 and < 1"),
+        "seed negative": (["train", cfg, "train.seed=-1"], "'train.seed': must be >= 0"),
+        "class weight nan": (["train", cfg, "train.class_weights=[nan,1]"], "'train.class_weights[0]': expected a "
+                             "finite number"),
+        "demo lr nan": (["demo", "--out", str(b / "d5"), "training.optim.lr=nan"], "'training.optim.lr': expected a "
+                        "finite number"),
+        "demo size huge": (["demo", "--out", str(b / "d6"), "data.size=[200000,200000]"], "<= 4096"),
+        "demo seed negative": (["demo", "--out", str(b / "d7"), "data.seed=-1"], "'data.seed': must be >= 0"),
+        "sweep grid lr nan": (["sweep", str(b / "sweep.yaml"), "--grid", "optim.lr=nan,0.01", "--dry-run"],
+                              "'optim.lr': expected a finite number"),
+        "models with a billion classes": (["models", "list", "--num-classes", "1000000000"],
+                                          "--num-classes must be at most 1000"),
+        # scorer settings of the wrong type
+        "scorer setting not a number": (["evaluate", "--checkpoint", good, *ev, "--scorers", "energy:temperature=abc",
+                                         "--out", str(b / "r9.json")],
+                                        "scorer 'energy': setting 'temperature' expects a finite number, got 'abc'"),
+        "scorer setting nan": (["evaluate", "--checkpoint", good, *ev, "--scorers", "energy:temperature=nan",
+                                "--out", str(b / "r10.json")], "setting 'temperature' expects a finite number"),
+        "fit setting not a number": (["fit-scorers", "--checkpoint", good, *ev, "--scorers", "heat:smoothing=abc",
+                                      "--states", str(b / "s1.pt")], "scorer 'heat': setting 'smoothing' expects a "
+                                     "whole number"),
+        "fit no scorer": (["fit-scorers", "--checkpoint", good, *ev, "--scorers", "", "--states", str(b / "s2.pt")],
+                          "no scorer given"),
+        # outputs that cannot be written: one line naming the path, before any work
+        "train out_dir under a file": (["train", cfg, f"data.root={tree}", f"out_dir={b / 'a_file' / 'runs'}"],
+                                       f"{b / 'a_file'} is a file, not a folder"),
+        "synth out under a file": (["data", "synth", "--out", str(b / "a_file" / "s"), "--size", "64x48"],
+                                   f"cannot write --out {b / 'a_file' / 's'}"),
+        "evaluate out under a file": (["evaluate", "--checkpoint", good, *ev, "--out", str(b / "a_file" / "r.json")],
+                                      f"cannot write {b / 'a_file' / 'r.json'}"),
+        "evaluate out is a folder": (["evaluate", "--checkpoint", good, *ev, "--out", str(b / "no_scorers")],
+                                     "is a folder; give a results file name"),
+        "save-scores under a file": (["evaluate", "--checkpoint", good, *ev, "--save-scores", str(b / "a_file" / "s"),
+                                      "--out", str(b / "r11.json")], f"cannot write --save-scores {b / 'a_file'}/s"),
+        "fit states is a folder": (["fit-scorers", "--checkpoint", good, *ev, "--scorers", "mahalanobis", "--states",
+                                    str(b / "no_scorers")], f"--states {b / 'no_scorers'} is a folder, not a file"),
+        "fit states under a file": (["fit-scorers", "--checkpoint", good, *ev, "--scorers", "mahalanobis", "--states",
+                                     str(b / "a_file" / "st.pt")], f"cannot write --states {b / 'a_file'}/st.pt"),
+        "visualize out is a file": (["visualize", "--checkpoint", good, "--data-root", tree, "--out",
+                                     str(b / "a_file")], "is a file, not a folder"),
+        "visualize out under a file": (["visualize", "--checkpoint", good, "--data-root", tree, "--out",
+                                        str(b / "a_file" / "v")], f"cannot write --out {b / 'a_file'}/v"),
+        "report out under a file": (["report", str(b / "no_scorers" / "r.json"), "--out", str(b / "a_file" / "rep")],
+                                    f"cannot write --out {b / 'a_file'}/rep"),
+        "import out under a file": (["import-checkpoint", good, "--arch", "enet", "--contract", "norm=none", "--out",
+                                     str(b / "a_file" / "x.pt")], f"cannot write --out {b / 'a_file'}/x.pt"),
+        "sweep out under a file": (["sweep", str(b / "sweep.yaml"), "--grid", "optim.lr=0.1,0.01", "--dry-run",
+                                    "--out", str(b / "a_file" / "sw")], f"cannot write --out {b / 'a_file'}/sw"),
+        "demo out under a file": (["demo", "--out", str(b / "a_file" / "d")], f"{b / 'a_file'}/d"),
+        # results that hold nothing to report
+        "report without scorers": (["report", str(b / "no_scorers" / "r.json"), "--out", str(b / "rep4")],
+                                   "holds no scorer results"),
+        "report with a broken scorer": (["report", str(b / "broken_entry" / "r.json"), "--out", str(b / "rep5")],
+                                        "the entry of scorer 'energy' is broken"),
+        "report with broken metrics": (["report", str(b / "broken_metrics" / "r.json"), "--out", str(b / "rep6")],
+                                       "the entry of scorer 'energy' is broken"),
+        # a refused pickle keeps its cause, whole
+        "pickle that runs a command": (["evaluate", "--checkpoint", str(b / "evil.pt"), *ev, "--out",
+                                        str(b / "r12.json")], "GLOBAL posix.system"),
     }
 
 
 CASES = list(_cases({k: Path(k) for k in ("base", "tree", "good", "classes19", "arch")}))
+
+#: Command lines whose numbers argparse itself refuses (usage, then one line; exit 2), with the phrase of that line.
+ARGUMENT_CASES = [
+    (["data", "synth", "--out", "x", "--size", "12"], "argument --size: expected WIDTHxHEIGHT"),
+    (["data", "synth", "--out", "x", "--size", "200000x200000"], "--size: each side must be at most 4096 pixels"),
+    (["data", "synth", "--out", "x", "--seed", "-1"], "--seed: expected a number >= 0"),
+    (["data", "synth", "--out", "x", "--workers", "-1"], "--workers: expected a number >= 0 and <= 256"),
+    (["data", "check", "--root", ".", "--workers", "100000"], "--workers: expected a number >= 0 and <= 256"),
+    (["evaluate", "--checkpoint", "a.pt", "--data-root", ".", "--out", "r.json", "--batch-size", "two"],
+     "argument --batch-size: expected a whole number"),
+    (["evaluate", "--checkpoint", "a.pt", "--data-root", ".", "--out", "r.json", "--batch-size", "10000000"],
+     "--batch-size: expected a number >= 1 and <= 4096"),
+    (["evaluate", "--checkpoint", "a.pt", "--data-root", ".", "--out", "r.json", "--size", "100000x100000"],
+     "--size: each side must be at most 8192 pixels"),
+    (["evaluate", "--checkpoint", "a.pt", "--data-root", ".", "--out", "r.json", "--workers", "-1"],
+     "--workers: expected a number >= 0"),
+    (["evaluate", "--checkpoint", "a.pt", "--data-root", ".", "--out", "r.json", "--component-threshold", "nan"],
+     "--component-threshold: expected a finite number"),
+    (["fit-scorers", "--checkpoint", "a.pt", "--data-root", ".", "--workers", "-1"], "--workers: expected a number"),
+    (["visualize", "--checkpoint", "a.pt", "--data-root", ".", "--out", "v", "--dpi", "100000"],
+     "--dpi: expected a number >= 10 and <= 600"),
+    (["visualize", "--checkpoint", "a.pt", "--data-root", ".", "--out", "v", "--dpi", "0"], "--dpi: expected a number"),
+    (["visualize", "--checkpoint", "a.pt", "--data-root", ".", "--out", "v", "--size", "100000x100000"],
+     "at most 8192 pixels"),
+    (["visualize", "--checkpoint", "a.pt", "--data-root", ".", "--out", "v", "--seed", "-1"], "--seed: expected"),
+    (["report", "r.json", "--out", "rep", "--max-panels", "-1"], "--max-panels: expected a number >= 0 and <= 1000"),
+    (["evaluate", "--checkpoint", "a.pt", "--data-root", "."], "the following arguments are required: --out"),
+    (["trian"], "invalid choice: 'trian'"),
+]
 
 
 def _one_line(err: str) -> str:
@@ -146,13 +267,7 @@ def test_bad_input_is_one_line(case, files, capsys):
     assert all(ln.startswith(("INFO ", "WARNING ")) for ln in err.strip().splitlines()[:-1]), err
 
 
-@pytest.mark.parametrize("argv, phrase", [
-    (["data", "synth", "--out", "x", "--size", "12"], "argument --size: expected WIDTHxHEIGHT"),
-    (["evaluate", "--checkpoint", "a.pt", "--data-root", ".", "--out", "r.json", "--batch-size", "two"],
-     "argument --batch-size: expected a whole number"),
-    (["evaluate", "--checkpoint", "a.pt", "--data-root", "."], "the following arguments are required: --out"),
-    (["trian"], "invalid choice: 'trian'"),
-])
+@pytest.mark.parametrize("argv, phrase", ARGUMENT_CASES)
 def test_argument_errors_end_with_one_line(argv, phrase, capsys):
     """argparse's own errors: usage, then one error line; exit code 2."""
     with pytest.raises(SystemExit) as exc:
@@ -238,3 +353,64 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"anomalyseg {__version__}"
+
+
+def test_read_only_outputs_are_one_line(files, tmp_path, capsys):
+    """A folder without write permission (the test is meaningless as root, who may write anywhere)."""
+    ro = tmp_path / "read_only"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who may write into read-only folders (root)")
+        tree, good = str(files["tree"]), str(files["good"])
+        for argv in (["data", "synth", "--out", str(ro / "s"), "--size", "64x48"],
+                     ["evaluate", "--checkpoint", good, "--data-root", tree, "--workers", "0", "--out",
+                      str(ro / "r.json")],
+                     ["report", str(files["base"] / "no_scorers" / "r.json"), "--out", str(ro / "rep")]):
+            assert cli.main(argv) == 2
+            assert f"the folder {ro} is not writable" in _one_line(capsys.readouterr().err)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_os_error_while_writing_is_one_line(tmp_path):
+    """atomic_write turns what the file system refuses into one UserError naming the path; nothing is left."""
+    from anomalyseg.files import atomic_write
+
+    (tmp_path / "a_file").write_text("x")
+    blocker = tmp_path / "a_file"
+    with pytest.raises(UserError, match=rf"cannot write {blocker}/out.json: {blocker} is a file, not a folder"):
+        atomic_write(tmp_path / "a_file" / "out.json", "{}")
+    with pytest.raises(UserError, match="it is a folder"):
+        atomic_write(tmp_path, "{}")
+
+    def full_disk(fh):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(UserError, match=rf"cannot write {tmp_path / 'r.json'}: No space left on device"):
+        atomic_write(tmp_path / "r.json", full_disk)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_os_error_anywhere_in_a_command_is_one_line(monkeypatch, capsys):
+    """The last resort in cli.main: an OSError of the user's disk names the path in one line, exit 2."""
+    from anomalyseg.cli import report as report_cli
+
+    def refuse(args):
+        raise PermissionError(13, "Permission denied", "/somewhere/report.html")
+
+    monkeypatch.setattr(report_cli, "handle_report", refuse)
+    assert cli.main(["report", "r.json", "--out", "rep"]) == 2
+    assert _one_line(capsys.readouterr().err) == "anomalyseg: error: Permission denied: /somewhere/report.html"
+
+
+def test_refused_pickle_keeps_its_whole_cause(files):
+    from anomalyseg.files import load_torch_file
+
+    with pytest.raises(UserError) as exc:
+        load_torch_file(files["base"] / "evil.pt")
+    message = str(exc.value)
+    assert "\n" not in message
+    assert "Trying to load unsupported GLOBAL posix.system whose module posix is blocked." in message
+    assert "weights_only" in message

@@ -34,7 +34,7 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError, match=rf"cannot write {path}: disk full"):  # one line naming the file
         ck.save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "step": 2})
     monkeypatch.setattr(torch, "save", real_save)
     assert ck.load_checkpoint(path)["step"] == 1  # the previous checkpoint is intact

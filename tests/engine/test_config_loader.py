@@ -128,3 +128,103 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
         assert cli_main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("anomalyseg: error:") and needle in err and "\n" not in err, err
+
+
+def _numeric_fields(schema: type, prefix: str = ""):
+    """(dotted key, owning dataclass, field name, element type) of every int / float leaf of ``schema``."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        tp, key = hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_fields(tp, key + ".")
+            continue
+        args = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
+        inner = [a for arg in args for a in (typing.get_args(arg) or (arg,)) if a is not Ellipsis]
+        kinds = {a for a in inner if a in (int, float)}
+        if kinds:
+            yield key, schema, f.name, float if float in kinds else int
+
+
+def _schemas():
+    from anomalyseg.workflows.demo import DemoConfig
+    from anomalyseg.workflows.sweep import SweepSection
+
+    return [Config, DemoConfig, SweepSection]
+
+
+def test_every_numeric_field_has_a_bound():
+    """One check for every numeric setting: a new int / float field without a Bound fails here."""
+    from anomalyseg.config import field_bounds
+
+    missing = [f"{schema.__name__}: {key}" for top in _schemas() for key, schema, name, _ in _numeric_fields(top)
+               if name not in field_bounds(schema)]
+    assert not missing, f"numeric config fields without a Bound: {missing}"
+
+
+def _override_value(schema: type, name: str, value: str) -> str:
+    import dataclasses
+    import types
+    import typing
+
+    tp = typing.get_type_hints(schema)[name]
+    default = next(f for f in dataclasses.fields(schema) if f.name == name)
+    length = len(default.default) if isinstance(default.default, tuple) else None
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    is_list = any(typing.get_origin(a) in (tuple, list) for a in members)
+    if is_list:
+        return "[" + ",".join([value] * (length or 2)) + "]"
+    return value
+
+
+@pytest.mark.parametrize("schema_index", [0, 1, 2])
+def test_out_of_range_and_non_finite_numbers_are_one_line(schema_index):
+    """For every numeric field of every schema: nan / inf (floats) and a value past each bound are refused with
+    one line naming the key (and, past a bound, the bound)."""
+    from anomalyseg.config import apply_overrides, field_bounds
+
+    top = _schemas()[schema_index]
+    for key, schema, name, kind in _numeric_fields(top):
+        bound = field_bounds(schema)[name]
+        bad = (["nan", ".inf", "-.inf"] if kind is float else [])
+        for edge in (bound.lo, bound.hi):
+            if edge is not None:
+                step = 1 if kind is int else max(abs(edge), 1) * 1e-3
+                bad.append(repr(edge - step if edge == bound.lo else edge + step))
+        if bound.lo_open and bound.lo is not None:
+            bad.append(repr(bound.lo))
+        if bound.hi_open and bound.hi is not None:
+            bad.append(repr(bound.hi))
+        for value in bad:
+            text = f"{key}={_override_value(schema, name, value)}"
+            with pytest.raises(UserError) as exc:
+                config_from_dict(top, apply_overrides(top, {}, [text]))
+            message = str(exc.value)
+            assert f"'{key}" in message and "\n" not in message, (text, message)
+            assert "finite" in message or bound.describe() in message, (text, message)
+
+
+def test_bounds_checked_for_configs_built_in_code():
+    from anomalyseg.config import DataConfig, OptimConfig, check_values
+
+    check_values(Config())
+    with pytest.raises(UserError, match=r"config key 'data.crop_size': each value must be >= 1 and <= 8192"):
+        check_values(Config(data=DataConfig(crop_size=(0, 0))))
+    with pytest.raises(UserError, match=r"config key 'optim.lr': must be >= 0 and <= 10, got nan"):
+        check_values(Config(optim=OptimConfig(lr=float("nan"))))
+
+
+def test_defaults_and_shipped_configs_are_in_range():
+    from pathlib import Path
+
+    from anomalyseg.workflows.demo import PRESETS, load_demo_config
+
+    for name in PRESETS:
+        load_demo_config(name)
+    root = Path(__file__).resolve().parents[2] / "configs"
+    for path in sorted(root.rglob("*.yaml")):
+        if "demo_" in path.name:
+            continue
+        load_config(path)

@@ -19,7 +19,7 @@ import torch
 from anomalyseg.checkpoints.contract import InputContract, parse_contract
 from anomalyseg.checkpoints.io import FORMAT, file_sha256, save_checkpoint
 from anomalyseg.errors import UserError
-from anomalyseg.files import load_torch_file
+from anomalyseg.files import check_output, load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ def import_checkpoint(
         contract = parse_contract(contract)
     if out is not None and Path(out).exists() and not force:
         raise UserError(f"{out} exists; pass force=True (--force) to replace it")
+    if out is not None:
+        check_output(out, "--out")
     state = read_foreign_state(path)
     found = num_outputs_of(arch, state)
     num_outputs = contract.num_outputs or found

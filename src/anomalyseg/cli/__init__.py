@@ -13,6 +13,7 @@ call do, inside the handler), so ``--help`` of the root and of every command ans
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -43,6 +44,11 @@ examples:
 """
 
 log = logging.getLogger("anomalyseg")
+
+#: OSErrors that say something about the user's files or disk, not about the program: reported in one line
+#: naming the path (outputs are also checked before any work, see :func:`anomalyseg.files.check_output`).
+_ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                                 errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EFBIG})
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -92,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 141
+    except OSError as exc:  # the file system refused (read-only, full, a file in the way): one line, the path
+        if args.debug or exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        print(f"anomalyseg: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

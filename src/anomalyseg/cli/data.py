@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from anomalyseg.argtypes import int_at_least, size_wh
+from anomalyseg.argtypes import int_at_least, size_at_most
+from anomalyseg.limits import MAX_COUNT, MAX_SEED, MAX_SYNTH_SIDE, MAX_WORKERS
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     data.set_defaults(func=lambda _args: (data.print_help(), 2)[1])
     sub = data.add_subparsers(dest="data_command", metavar="ACTION", title="actions")
-    count = int_at_least(0)
+    count = int_at_least(0, MAX_COUNT)
+    workers = int_at_least(0, MAX_WORKERS)
 
     p = _action(sub, "download", _download, "fetch, verify (MD5) and safely extract the official tarballs",
                 "Download the official StreetHazards tarballs into --root, resuming partial downloads, "
@@ -122,7 +124,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 ("--root ~/data/streethazards", "--root data/synthetic --split val --workers 2"))
     p.add_argument("--root", required=True, help="dataset root (where the tarballs were extracted)")
     p.add_argument("--split", choices=_SPLIT_CHOICES, default="all", help="split to check (default: all present)")
-    p.add_argument("--workers", type=count, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
+    p.add_argument("--workers", type=workers, default=os.cpu_count() or 1,
+                   help="decoding processes (default: all cores)")
     p.add_argument("--max-listed", type=count, default=200, help="bad files listed per split (default: 200)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -135,9 +138,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for split, default, what in (("train", 200, "training images"), ("val", 40, "validation images"),
                                  ("test", 40, "test images, with anomalies")):
         p.add_argument(f"--{split}", type=count, default=default, help=f"{what} (default: {default})")
-    p.add_argument("--size", type=size_wh, default=(480, 270), help="WIDTHxHEIGHT (default: 480x270)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--workers", type=count, default=1, help="drawing processes (default: 1)")
+    p.add_argument("--size", type=size_at_most(MAX_SYNTH_SIDE), default=(480, 270),
+                   help=f"WIDTHxHEIGHT, each side <= {MAX_SYNTH_SIDE} (default: 480x270)")
+    p.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="random seed (default: 0)")
+    p.add_argument("--workers", type=workers, default=1, help="drawing processes (default: 1)")
     p.add_argument("--force", action="store_true", help="replace the data in a non-empty --out")
 
     _action(sub, "info", _info, "print classes, palette, splits, download URLs and MD5s",

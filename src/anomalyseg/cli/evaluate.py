@@ -8,7 +8,8 @@ import argparse
 import sys
 from typing import Any
 
-from anomalyseg.argtypes import int_at_least, size_wh
+from anomalyseg.argtypes import finite_float, int_at_least, size_wh
+from anomalyseg.limits import MAX_BATCH, MAX_COUNT, MAX_WORKERS
 
 EVAL_EPILOG = """\
 examples:
@@ -59,10 +60,10 @@ def _common(p: argparse.ArgumentParser, split: str | None) -> None:
     size.add_argument("--native", action="store_true", help="model input at native resolution (default)")
     p.add_argument("--tta", metavar="SPEC", help="test-time augmentation, e.g. scales=0.5,0.75,1.0,1.25,1.5,flip")
     p.add_argument("--states", metavar="PATH", help="fitted scorer states (default: <checkpoint stem>.scorers.pt)")
-    p.add_argument("--batch-size", type=int_at_least(1), default=1, help="images per batch (default: 1)")
-    p.add_argument("--workers", type=int_at_least(0), default=2, help="data loader workers (default: 2)")
+    p.add_argument("--batch-size", type=int_at_least(1, MAX_BATCH), default=1, help="images per batch (default: 1)")
+    p.add_argument("--workers", type=int_at_least(0, MAX_WORKERS), default=2, help="data loader workers (default: 2)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--limit", type=int_at_least(1), metavar="N", help="first N images only (smoke runs)")
+    p.add_argument("--limit", type=int_at_least(1, MAX_COUNT), metavar="N", help="first N images only (smoke runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
@@ -84,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pooled protocol: leave out images without an anomaly pixel (the course evaluation code)")
     p.add_argument("--components", metavar="TRACK", help="SegmentMeIfYouCan component metrics (sIoU, PPV, F1): "
                    "anomaly, obstacle or off (default: the dataset's; the SMIYC sets pick their track)")
-    p.add_argument("--component-threshold", type=float, metavar="T",
+    p.add_argument("--component-threshold", type=finite_float(), metavar="T",
                    help="binarise score > T for components (default: each scorer's pooled best-F1 threshold)")
     p.add_argument("--save-scores", metavar="DIR", help="write every score map as DIR/<dataset>/<scorer>/<id>.npy "
                    "(float32, evaluation resolution; the uint8 1/0/255 target in DIR/<dataset>/_target/); an "

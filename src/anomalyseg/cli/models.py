@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "pretrained=true would find its weights on this machine without a download.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    lister.add_argument("--num-classes", type=int, default=13, help="classes of the head (default: 13)")
+    lister.add_argument("--num-classes", type=int, default=13, help="classes of the head, 1 .. 1000 (default: 13)")
     lister.add_argument("--small", action="store_true", help="only the small, CPU-friendly models")
     lister.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lister.set_defaults(func=run_list)

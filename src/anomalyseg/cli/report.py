@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from anomalyseg.argtypes import int_at_least
+
 log = logging.getLogger(__name__)
 
 REPORT_EPILOG = """\
@@ -35,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sensitivity-scorer", metavar="NAME", help="scorer of the threshold-sensitivity plots "
                    "(default: each file's best pooled AUPR)")
     p.add_argument("--panels", nargs="*", default=[], metavar="DIR", help="more folders written by visualize")
-    p.add_argument("--max-panels", type=int, default=6, help="single panels per panels folder (default: 6)")
+    p.add_argument("--max-panels", type=int_at_least(0, 1000), default=6,
+                   help="single panels per panels folder (default: 6)")
     p.add_argument("--force", action="store_true", help="overwrite existing report files")
     p.set_defaults(func=handle_report)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from anomalyseg.argtypes import int_at_least, size_wh
 from anomalyseg.cli.evaluate import dataset_arguments
+from anomalyseg.limits import MAX_DPI, MAX_SEED
 
 EPILOG = """\
 examples:
@@ -50,11 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "contract size; input = model); default: as in --results, else label")
     p.add_argument("--scorer", default="max_logit", metavar="NAME[:KEY=VALUE]",
                    help="anomaly scorer (default: max_logit)")
-    p.add_argument("--num-samples", type=int_at_least(1), default=4, metavar="N", help="samples to draw (default: 4)")
+    p.add_argument("--num-samples", type=int_at_least(1, 1000), default=4, metavar="N",
+                   help="samples to draw (default: 4)")
     p.add_argument("--ids", nargs="+", metavar="ID", help="draw these sample ids (e.g. t5/12) instead")
     p.add_argument("--select", choices=("random", "worst", "best"), default="random",
                    help="random (seeded), or worst / best per-image AUPR from --results (default: random)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random choice (default: 0)")
+    p.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="seed of the random choice (default: 0)")
     p.add_argument("--threshold", default="tpr95", metavar="tpr95|best_f1|FLOAT",
                    help="detection threshold (default: tpr95)")
     p.add_argument("--results", metavar="RESULTS.json", help="results of `anomalyseg evaluate` (thresholds, "
@@ -66,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", metavar="SPEC", help="test-time augmentation (default: as in --results)")
     p.add_argument("--states", metavar="PATH", help="fitted scorer states (default: <checkpoint stem>.scorers.pt)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--dpi", type=int_at_least(10), default=100, help="figure resolution (default: 100)")
+    p.add_argument("--dpi", type=int_at_least(10, MAX_DPI), default=100,
+                   help=f"figure resolution, 10 .. {MAX_DPI} (default: 100)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing figures")
     p.set_defaults(func=handle)

@@ -25,6 +25,8 @@ from anomalyseg.data import _objects as obj
 from anomalyseg.data._scene import ANOMALY, BUILDING, FENCE, VEGETATION, WALL, Z_FAR, Scene
 from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.errors import UserError
+from anomalyseg.files import check_output
+from anomalyseg.limits import MAX_SYNTH_SIDE
 
 #: Pixel share of anomalies per test image (inclusive bounds, checked after drawing).
 ANOMALY_SHARE = (0.003, 0.05)
@@ -195,8 +197,11 @@ def write_synthetic(
     width, height = (int(v) for v in size)
     if width < 32 or height < 32:
         raise UserError(f"size must be at least 32x32, got {width}x{height}")
+    if max(width, height) > MAX_SYNTH_SIDE:
+        raise UserError(f"size must be at most {MAX_SYNTH_SIDE}x{MAX_SYNTH_SIDE}, got {width}x{height}")
     if out.exists() and not out.is_dir():
         raise UserError(f"output path exists and is not a folder: {out}")
+    check_output(out, "--out", folder=True)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"output folder is not empty: {out} (choose another folder, or --force to replace)")

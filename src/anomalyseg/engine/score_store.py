@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from anomalyseg.errors import UserError
+from anomalyseg.files import check_output
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def check_export_dir(path: str | Path, force: bool) -> Path:
         raise UserError(f"--save-scores {path} is a file, not a folder")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise UserError(f"--save-scores {path} is not empty (choose another folder, or --force to write into it)")
-    return path
+    return check_output(path, "--save-scores", folder=True)
 
 
 class ScoreWriter:

@@ -276,6 +276,8 @@ def model_rows(num_classes: int = 13, small_only: bool = False) -> list[dict]:
     """One dict per model: name, family, params, small, pretrained (source), offline (weights here)."""
     if num_classes < 1:
         raise UserError(f"--num-classes must be positive, got {num_classes}")
+    if num_classes > 1000:  # each model is built with this head: a typo of 10**9 classes would not fit in memory
+        raise UserError(f"--num-classes must be at most 1000, got {num_classes}")
     rows = []
     for name, spec in MODELS.items():
         if small_only and not spec.small:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalyseg.errors import UserError
+from anomalyseg.files import atomic_write, check_output, output_errors
 from anomalyseg.report import html as H
 from anomalyseg.report.tables import (
     ResultSet,
@@ -176,6 +177,7 @@ def _check_outputs(out: Path, force: bool) -> None:
         raise UserError(f"report file(s) already exist: {', '.join(existing)} (choose another --out, or --force)")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
+    check_output(out, "--out", folder=True)
 
 
 def write_report(
@@ -203,7 +205,8 @@ def write_report(
     tables = build_tables(sets)
     figures: list[H.Figure] = []
     written: dict[str, Path] = {}
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    with output_errors(out / "figures"):
+        (out / "figures").mkdir(parents=True, exist_ok=True)
     for rs in sets:
         if not stored_curves(rs.record):
             log.info("%s holds no pooled curve: no PR / ROC figure for it", rs.label)
@@ -246,8 +249,4 @@ def _file_part(text: str) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, text)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalyseg.errors import UserError
-from anomalyseg.files import atomic_write
+from anomalyseg.files import atomic_write, check_output
 
 RESULTS_FORMAT = "anomalyseg.results/1"
 METRIC_KEYS = ("auroc", "aupr", "fpr95")
@@ -36,6 +36,8 @@ def result_paths(out: str | Path) -> dict[str, Path]:
 
 def check_writable(out: str | Path, force: bool = False) -> dict[str, Path]:
     """Refuse (one line) to overwrite existing result files unless ``force``; returns the paths."""
+    if Path(out).is_dir():
+        raise UserError(f"--out {out} is a folder; give a results file name such as {Path(out) / 'results.json'}")
     paths = result_paths(out)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
@@ -46,6 +48,7 @@ def check_writable(out: str | Path, force: bool = False) -> dict[str, Path]:
             raise UserError(f"{p} is a folder, not a result file")
         if p.parent.exists() and not p.parent.is_dir():
             raise UserError(f"cannot write {p}: {p.parent} is not a folder")
+        check_output(p, "--out")
     return paths
 
 
@@ -92,7 +95,32 @@ def read_results(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(record, dict) or record.get("format") != RESULTS_FORMAT:
         raise UserError(f"{path} is not an anomalyseg results file (format {RESULTS_FORMAT!r})")
+    check_record(record, path)
     return record
+
+
+def check_record(record: Mapping[str, Any], path: str | Path) -> None:
+    """One-line :class:`UserError` naming ``path`` (and the scorer) unless the record holds something to report:
+    at least one scorer, each ``{"metrics": {protocol: {metric: value}}}`` (or, from a dataset without anomaly
+    labels, segmentation metrics and no anomaly protocol)."""
+    scorers = record.get("scorers")
+    if scorers is None:
+        scorers = {}
+    if not isinstance(scorers, Mapping):
+        raise UserError(f"{path}: 'scorers' must map scorer names to their results, got {type(scorers).__name__}")
+    segmentation = record.get("segmentation")
+    if segmentation is not None and not isinstance(segmentation, Mapping):
+        raise UserError(f"{path}: 'segmentation' must hold the segmentation metrics, got {type(segmentation).__name__}")
+    if not scorers and not segmentation:
+        raise UserError(f"{path} holds no scorer and no segmentation metrics: nothing to report")
+    if not scorers and record.get("protocols"):
+        raise UserError(f"{path} holds no scorer results although anomaly protocols were measured "
+                        f"({', '.join(map(str, record['protocols']))}): the file is incomplete")
+    for name, entry in scorers.items():
+        metrics = entry.get("metrics") if isinstance(entry, Mapping) else None
+        if not isinstance(metrics, Mapping) or not all(isinstance(m, Mapping) for m in metrics.values()):
+            raise UserError(f"{path}: the entry of scorer '{name}' is broken (expected {{'metrics': {{protocol: "
+                            "{metric: value}}}, as written by 'anomalyseg evaluate')")
 
 
 def metric_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:

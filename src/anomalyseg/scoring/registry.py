@@ -9,7 +9,11 @@ ever looked up here, never imported.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 import re
+import types
+import typing
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -99,10 +103,43 @@ def get_scorer(name: str, /, **params: Any) -> Scorer:
     label = params.pop("name", None)
     if params.get("known_classes") is not None:  # canonical form, so that the label is a valid name
         params["known_classes"] = known_classes_setting(params["known_classes"], name)
+    for key, value in params.items():
+        _check_setting_type(cls, name, key, value)
     settings = {**preset, **params}
     if label is None:
         label = name_with_settings(cls, name, params, reference=accepted)
-    return cls(name=label, **settings)
+    try:
+        return cls(name=label, **settings)
+    except (TypeError, ValueError, OverflowError) as exc:  # a check of the scorer itself tripped over a value
+        raise UserError(f"scorer '{name}': bad setting in {settings} ({exc})") from None
+
+
+_SIMPLE = {float: "a finite number", int: "a whole number", bool: "true or false", str: "text"}
+
+
+def _check_setting_type(cls: type[Scorer], name: str, key: str, value: Any) -> None:
+    """One-line :class:`UserError` naming the scorer and the setting when ``value`` does not fit the
+    constructor's annotation of ``key`` (plain ``float`` / ``int`` / ``bool`` / ``str``, optionally ``| None``;
+    other annotations are left to the scorer's own checks). Numbers must be finite."""
+    try:
+        hint = typing.get_type_hints(cls.__init__).get(key)
+    except Exception:  # an annotation that does not resolve: nothing to check against
+        return
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in args:
+        return
+    kinds = [a for a in args if a is not type(None)]
+    if len(kinds) != 1 or kinds[0] not in _SIMPLE:
+        return
+    kind = kinds[0]
+    if kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise UserError(f"scorer '{name}': setting '{key}' expects {_SIMPLE[kind]}, got {value!r}")
 
 
 def scorers_from_spec(spec: str | Sequence[str], void_index: int | None = None) -> list[Scorer]:

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomalyseg.config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml
+from anomalyseg.config import Bound, Config, apply_overrides, bounded, config_from_dict, config_to_dict, read_yaml
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write
+from anomalyseg.limits import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_SYNTH_SIDE, MAX_WORKERS
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ RESULTS_NAME = "synthetic_test.json"
 # ---------------------------------------------------------------------------------------------------
 # Settings
 # ---------------------------------------------------------------------------------------------------
+@bounded(train=Bound(0, MAX_COUNT), val=Bound(0, MAX_COUNT), test=Bound(0, MAX_COUNT), size=Bound(32, MAX_SYNTH_SIDE),
+         seed=Bound(0, MAX_SEED), workers=Bound(0, MAX_WORKERS))
 @dataclass
 class DemoData:
     """The generated dataset: image counts per split and frame size ``[width, height]``."""
@@ -52,6 +55,7 @@ class DemoData:
     workers: int = 2  # processes drawing the images
 
 
+@bounded(batch_size=Bound(1, MAX_BATCH), workers=Bound(0, MAX_WORKERS), panels=Bound(0, 1000))
 @dataclass
 class DemoEvaluate:
     """Scoring, evaluation and figures."""

@@ -16,6 +16,7 @@ from typing import Any
 from anomalyseg import __version__
 from anomalyseg.data.registry import parse_datasets
 from anomalyseg.errors import UserError
+from anomalyseg.files import check_output
 from anomalyseg.workflows import session as S
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def fit_scorers(
         data = S.open_datasets(dataset, data_root, split=split, transform=S.eval_transform("label", size, None),
                                limit=limit)[0]
         loaded = S.load_checked(checkpoint, ctx.device, None, [data.spec])
-        states_path = Path(states) if states else default_states_path(loaded.path)
+        states_path = check_output(Path(states) if states else default_states_path(loaded.path), "--states")
         kept = entries_to_keep(states_path, [s.name for s in made], loaded.sha256, force)
         assert_no_anomaly(data.data, data.split, spec=data.spec, purpose="fitting scorers", workers=max(0, workers))
         loader = S.make_loader(data.data, ctx, batch_size, workers)

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from anomalyseg.argtypes import size_wh
-from anomalyseg.config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml
+from anomalyseg.config import Bound, Config, apply_overrides, bounded, config_from_dict, config_to_dict, read_yaml
 from anomalyseg.errors import UserError
+from anomalyseg.files import check_output
+from anomalyseg.limits import MAX_BATCH, MAX_COUNT, MAX_WORKERS
 from anomalyseg.scoring import scorers_from_spec
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 TRAIN_SECTIONS = ("data", "model", "optim", "schedule", "train")
 
 
+@bounded(batch_size=Bound(1, MAX_BATCH), workers=Bound(0, MAX_WORKERS), limit=Bound(1, MAX_COUNT))
 @dataclass
 class EvalSettings:
     """How every run is evaluated (``anomalyseg evaluate`` options; ``size`` as ``WxH``)."""
@@ -250,7 +253,9 @@ def is_finished(spec: SweepSpec, point: SweepPoint) -> bool:
 def sweep(base: str | Path, grid: Sequence[str], *, out: str | Path | None = None, device: str | None = None,
           dry_run: bool = False) -> dict[str, Any]:
     """The ``sweep`` command: :func:`load_sweep` then :func:`run_sweep` (training + fit + evaluation per point)."""
-    return run_sweep(load_sweep(base, grid, out=out, device=device), dry_run=dry_run)
+    spec = load_sweep(base, grid, out=out, device=device)
+    check_output(spec.out, "--out" if out is not None else "sweep.out", folder=True)
+    return run_sweep(spec, dry_run=dry_run)
 
 
 def run_sweep(spec: SweepSpec, runner: Runner | None = None, dry_run: bool = False) -> dict[str, Any]:

@@ -26,7 +26,15 @@ import torch
 from torch import nn
 
 from anomalyseg.checkpoints import io as ckpt_io
-from anomalyseg.config import Config, TrainConfig, config_from_dict, config_to_dict, diff_configs, dump_config
+from anomalyseg.config import (
+    Config,
+    TrainConfig,
+    check_values,
+    config_from_dict,
+    config_to_dict,
+    diff_configs,
+    dump_config,
+)
 from anomalyseg.engine import distributed as D
 from anomalyseg.engine.factory import SegLoss, balanced_class_weights, build_model_from_config, build_optimizer
 from anomalyseg.engine.guards import scan_labels
@@ -40,6 +48,7 @@ from anomalyseg.engine.loaders import (
 from anomalyseg.engine.rundir import RunLogger, attach_log_file, create_run_dir, detach_log_file
 from anomalyseg.engine.schedules import LRSchedule
 from anomalyseg.errors import UserError
+from anomalyseg.files import check_output
 from anomalyseg.workflows.train_loop import LoopState, RunData, Trainables, TrainRun, run_epochs
 
 log = logging.getLogger(__name__)
@@ -104,17 +113,14 @@ def prepare_config(cfg: Config, resume: Path | None) -> tuple[Config, dict[str, 
         ckpt = ckpt_io.load_checkpoint(resume / "checkpoints" / "last.pt")
         cfg = resume_config(cfg, resume, ckpt["config"])
     _check_config(cfg)
+    if resume is None:
+        check_output(cfg.out_dir, "out_dir", folder=True)
     return cfg, ckpt
 
 
 def _check_config(cfg: Config) -> None:
-    t = cfg.train
-    for key, value, low in (("train.epochs", t.epochs, 1), ("train.grad_accum", t.grad_accum, 1),
-                            ("train.val_every", t.val_every, 1), ("data.batch_size", cfg.data.batch_size, 1),
-                            ("data.val_batch_size", cfg.data.val_batch_size, 1), ("data.workers", cfg.data.workers, 0),
-                            ("train.checkpoint_every_steps", t.checkpoint_every_steps, 0)):
-        if value < low:
-            raise UserError(f"{key} must be >= {low}, got {value}")
+    """Every numeric setting in its range (a config built in code skips the loader, which checks as it reads)."""
+    check_values(cfg)
 
 
 def resume_config(cfg: Config, run_dir: Path, stored: dict[str, Any]) -> Config:

@@ -20,6 +20,7 @@ from typing import Any
 
 from anomalyseg.data.registry import ALL_ANOMALY_SETS
 from anomalyseg.errors import UserError
+from anomalyseg.files import check_output
 from anomalyseg.workflows import session as S
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def visualize(
     from anomalyseg.engine.distributed import resolve_device
     from anomalyseg.scoring import scorers_from_spec
 
-    out = Path(out)
+    out = check_output(out, "--out", folder=True)
     datasets = S.open_datasets(dataset, data_root, split=split, transform=None, limit=None)
     grouped = datasets[0].spec.group == ALL_ANOMALY_SETS
     folders = {d.spec.name: out / d.spec.name if grouped else out for d in datasets}
@@ -249,6 +250,7 @@ def _refuse_existing(path: Path, force: bool) -> None:
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from anomalyseg.files import atomic_write
     from anomalyseg.report.results import jsonable
+
 
     atomic_write(folder / MANIFEST, json.dumps(jsonable(manifest), indent=1) + "\n")
     return manifest
