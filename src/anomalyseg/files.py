@@ -3,7 +3,14 @@ names, with one readable line when it fails.
 
 :func:`atomic_write`: a crash mid-write leaves the previous file intact (temporary file in the same folder,
 fsync, ``os.replace``), so readers see the old or the new file, never half of one; concurrent writers each use
-their own temporary file.
+their own temporary file; the folder is fsynced after the rename, so the new name survives a power cut.
+Temporary files are named ``.<name>.<pid>-<rand>.tmp``: :func:`remove_stale_tmp` deletes those whose writer
+is dead (a process killed mid-write leaves one behind).
+
+:class:`FileLock`: an advisory lock file (``O_EXCL``) holding PID, host and start time. A lock whose process is
+dead (same host) is stale and taken over with a warning; a live one is refused with one line naming its PID
+(or waited for, up to ``wait`` seconds). Used for a run folder (``<run>/.lock``: one ``train`` at a time) and
+for a scorer-states file (``<states>.lock``: read-merge-write of one ``fit-scorers`` at a time).
 
 torch reports a file that is not a PyTorch file at all with whatever its unpickler tripped over ("pop from
 empty list", "invalid load key"), which says nothing to a user who passed a results JSON or an image by
@@ -14,17 +21,25 @@ mistake. :func:`load_torch_file` tells the two failures apart: a file in neither
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
+import logging
 import os
+import re
+import socket
+import time
 import uuid
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from anomalyseg.errors import UserError
+
+log = logging.getLogger(__name__)
 
 #: First bytes of torch.save's legacy (non-zip) format: pickle protocol 2 of torch's magic number.
 _LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
@@ -63,6 +78,7 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[IO[bytes]], 
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+            fsync_dir(path.parent)
         finally:
             if tmp.exists():
                 tmp.unlink()
@@ -117,6 +133,186 @@ def check_output(path: str | Path, option: str = "--out", folder: bool = False) 
     if path.exists() and not folder and not os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
         raise UserError(f"cannot write {option} {path}: it is read-only")
     return path
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """fsync ``folder`` itself, so a rename or a new entry in it is durable (a no-op where folders cannot be
+    opened or synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (a zombie counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    try:  # Linux: a killed child its parent has not reaped yet still answers kill(0)
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+_TMP_NAME = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_tmp(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` (only those of ``name`` if given)
+    whose writing process is dead; returns what was removed."""
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    prefix = f".{name}." if name else "."
+    for entry in folder.iterdir():
+        match = _TMP_NAME.match(entry.name)
+        if match is None or not entry.name.startswith(prefix) or pid_alive(int(match.group(1))):
+            continue
+        try:
+            entry.unlink()
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+        removed.append(entry)
+        log.info("removed %s, left by a writer that died (pid %s)", entry, match.group(1))
+    return removed
+
+
+class FileLock:
+    """An advisory lock: the file ``path``, created with ``O_EXCL``, holding ``{"pid", "host", "started"}``.
+
+    ``acquire()`` takes it; a lock left by a dead process of this host is stale: it is taken over with a
+    warning. A live holder (or one on another host, whose liveness cannot be checked) is waited for up to
+    ``wait`` seconds, then refused: :class:`UserError` "<what> is in use by process PID on HOST since ...".
+    Use as a context manager; ``release()`` removes the file only if this lock still owns it.
+    """
+
+    _held: ClassVar[set[str]] = set()  # lock files this process holds: a lock naming our own PID but not here is stale
+
+    def __init__(self, path: str | Path, what: str, *, wait: float = 0.0, poll: float = 0.05) -> None:
+        self.path, self.what, self.wait, self.poll = Path(path), what, wait, poll
+        self._inode: int | None = None
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        start = time.monotonic()
+        while True:
+            if self._try_create():
+                return
+            holder, seen = self._read()
+            if holder is not None and self._stale(holder):
+                self._take_over(holder, seen)
+                continue
+            waited = time.monotonic() - start  # a record still being written gets a second to appear
+            if waited >= self.wait and (holder is not None or waited >= 1.0):
+                raise UserError(self._refusal(holder))
+            time.sleep(self.poll)
+
+    def release(self) -> None:
+        if self._inode is None:
+            return
+        key = str(self.path.resolve())
+        try:
+            if os.stat(self.path).st_ino == self._inode:  # still ours (not taken over as stale)
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self._inode = None
+        FileLock._held.discard(key)
+
+    @property
+    def held(self) -> bool:
+        return self._inode is not None
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _try_create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            record = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))
+            os.fsync(fd)
+            self._inode = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+        FileLock._held.add(str(self.path.resolve()))
+        fsync_dir(self.path.parent)
+        return True
+
+    def _read(self) -> tuple[dict[str, Any] | None, tuple[int, bytes] | None]:
+        """The holder's record and (inode, bytes) of the lock file; None for a record not written yet (or gone)."""
+        try:
+            with open(self.path, "rb") as fh:
+                inode, text = os.fstat(fh.fileno()).st_ino, fh.read()
+        except FileNotFoundError:
+            return None, None
+        seen = (inode, text)
+        try:
+            holder = json.loads(text)
+            int(holder["pid"])
+        except (ValueError, KeyError, TypeError):
+            # being written right now, or garbage: garbage older than a few seconds is stale
+            try:
+                old = time.time() - os.stat(self.path).st_mtime > 5.0
+            except FileNotFoundError:
+                return None, None
+            return ({"pid": -1, "host": socket.gethostname(), "started": "?"} if old else None), seen
+        return holder, seen
+
+    def _stale(self, holder: dict[str, Any]) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False  # cannot tell: treat as live
+        pid = int(holder["pid"])
+        if pid == os.getpid():  # our PID, but not a lock this process took: a previous process (container)
+            return str(self.path.resolve()) not in FileLock._held
+        return not pid_alive(pid)
+
+    def _take_over(self, holder: dict[str, Any], seen: tuple[int, bytes] | None) -> None:
+        """Remove the stale lock file, unless another process replaced it meanwhile (its inode changed)."""
+        aside = self.path.with_name(f"{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.stale")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            with open(aside, "rb") as fh:
+                same = (os.fstat(fh.fileno()).st_ino, fh.read()) == seen
+        except FileNotFoundError:
+            return
+        if not same:  # we moved a fresh lock of another process: put it back (a link never overwrites)
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, self.path)
+            os.unlink(aside)
+            return
+        os.unlink(aside)
+        log.warning("%s: taking over the stale lock %s of process %s (%s, started %s), which is no longer running",
+                    self.what, self.path, holder.get("pid"), holder.get("host"), holder.get("started"))
+
+    def _refusal(self, holder: dict[str, Any] | None) -> str:
+        if holder is None:
+            return f"{self.what} is locked ({self.path} is being created by another process)"
+        return (f"{self.what} is in use by process {holder.get('pid')} on {holder.get('host')} since "
+                f"{holder.get('started')} (lock {self.path}; delete it if that process is gone)")
 
 
 def is_torch_file(path: str | Path) -> bool:

@@ -30,6 +30,7 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
            "-m", "anomalyseg", "train", str(config), "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("epoch 1/1: mean loss") == 1  # only rank 0 logs INFO
 
     assert sorted(p.name for p in out.iterdir()) == ["ddp"]  # one run folder, written by rank 0 only
     run_dir = out / "ddp"

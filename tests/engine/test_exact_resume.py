@@ -65,4 +65,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth_root, tmp_path
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     ref_history = [json.loads(line) for line in (ref_dir / "metrics.jsonl").read_text().splitlines()]
     assert [h["miou"] for h in history] == [h["miou"] for h in ref_history]
+    # the resumed epoch's loss covers the batches before the checkpoint too (their sum is in the checkpoint)
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in ref_history]
+    assert not (run_dir / ".lock").exists()  # the killed run's lock was taken over as stale, then released
     assert "resuming at epoch 1, batch 2 (step 2)" in (run_dir / "train.log").read_text()

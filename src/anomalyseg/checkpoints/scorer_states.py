@@ -5,7 +5,10 @@ One file per checkpoint, plain tensors and dicts (read with ``torch.load(weights
     {"format": STATES_FORMAT, "checkpoint": path, "checkpoint_sha256": sha,
      "scorers": {name: {"state": Scorer.state_dict(), "split": ..., "input": ..., "fitted": ...}}}
 
-``anomalyseg fit-scorers`` writes it (:func:`entries_to_keep` + :func:`write_states`), ``evaluate`` and
+``anomalyseg fit-scorers`` checks early what it may write (:func:`entries_to_keep`) and writes with
+:func:`merge_states`: under a lock beside the file (``<states>.lock``) it re-reads the file and merges the new
+entries into what is there NOW, so two fits of different scorers into one file both land; one that would now
+replace another's entry (same name, or another checkpoint version) is refused unless forced. ``evaluate`` and
 ``visualize`` read it (:func:`load_fitted`). The sha256 ties the states to one version of the checkpoint.
 """
 
@@ -16,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from anomalyseg.errors import NotFittedError, UserError
-from anomalyseg.files import load_torch_file
+from anomalyseg.files import FileLock, load_torch_file, remove_stale_tmp
 
 STATES_FORMAT = "anomalyseg.scorers/1"
+
+#: Seconds a writer waits for another process's read-merge-write of the same states file.
+LOCK_WAIT_S = 120.0
 
 
 def default_states_path(checkpoint: str | Path) -> Path:
@@ -91,3 +97,23 @@ def write_states(path: Path, checkpoint: Path, checkpoint_sha256: str, entries: 
 
     return save_checkpoint(path, {"format": STATES_FORMAT, "checkpoint": str(checkpoint.resolve()),
                                   "checkpoint_sha256": checkpoint_sha256, "scorers": entries})
+
+
+def lock_path(path: Path) -> Path:
+    """``<states>.lock``: held while one process reads, merges and writes ``path``."""
+    return path.with_name(f"{path.name}.lock")
+
+
+def merge_states(path: Path, checkpoint: Path, checkpoint_sha256: str, new: dict[str, Any], force: bool) -> Path:
+    """Merge ``new`` entries into the states file at ``path`` as it is now, under ``<states>.lock``.
+
+    The file is re-read inside the lock (another ``fit-scorers`` may have written it since the early
+    :func:`entries_to_keep` check) and the same rules apply: replacing an entry of the same name, or a file
+    fitted for another version of the checkpoint, needs ``force``. Temporary files of the states file left by
+    dead writers are removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path(path), f"scorer-states file {path}", wait=LOCK_WAIT_S):
+        remove_stale_tmp(path.parent, path.name)
+        kept = entries_to_keep(path, list(new), checkpoint_sha256, force)
+        return write_states(path, checkpoint, checkpoint_sha256, {**kept, **new})

@@ -1,6 +1,8 @@
 """``torchrun`` support: process-group setup from the environment, rank-0 helpers, buffer sync.
 
 No module-level state: :func:`init_distributed` returns a :class:`DistContext` that callers pass along.
+Under ``torchrun`` only rank 0 logs INFO: the other ranks' ``anomalyseg`` logger shows warnings and errors
+(every rank would otherwise print each progress line once).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
     if world <= 1:
         return DistContext(device=resolve_device(device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if rank != 0:
+        quiet_non_main()
     dev = resolve_device(device, local_rank)
     if dist.is_initialized():
         return DistContext(rank, world, local_rank, dev, owns_group=False)
@@ -74,6 +78,13 @@ def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
     dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     log.debug("rank %d/%d on %s", rank, world, dev)
     return DistContext(rank, world, local_rank, dev, owns_group=True)
+
+
+def quiet_non_main() -> None:
+    """Raise this process's ``anomalyseg`` logger to WARNING (a rank other than 0: rank 0 logs INFO)."""
+    logger = logging.getLogger("anomalyseg")
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
 
 
 def cleanup(ctx: DistContext) -> None:

@@ -1,7 +1,8 @@
 """Run directories (never overwritten), the run's log file, and TensorBoard logging.
 
 Layout of ``<out_dir>/<run_name>/``: ``config.yaml`` (resolved), ``train.log``, ``metrics.jsonl`` (one line
-per validation), ``checkpoints/{last,best}.pt``, ``tb/`` (TensorBoard events).
+per validation), ``checkpoints/{last,best}.pt``, ``tb/`` (TensorBoard events), and ``.lock`` while a ``train``
+runs in it (:func:`lock_run_dir`: a second ``train --resume`` of the same run is refused).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import torch
 from anomalyseg.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from anomalyseg.data.palette import colorize as colorize_ids
 from anomalyseg.errors import UserError
+from anomalyseg.files import FileLock, remove_stale_tmp
+
+#: The lock file of a run folder, held by the process training in it (PID, host, start time).
+RUN_LOCK = ".lock"
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,17 @@ def create_run_dir(out_dir: str | Path, run_name: str | None, default_stem: str)
             log.info("run folder %s exists; this run writes to %s", out / stem, candidate)
         return candidate
     raise UserError(f"no free run folder name for {out / stem}")
+
+
+def lock_run_dir(run_dir: Path) -> FileLock:
+    """Lock ``run_dir`` for one training process (``<run>/.lock``) and remove the temporary files that dead
+    writers left in it (a run killed while saving a checkpoint). A lock of a dead process is taken over with a
+    warning; a live one is a :class:`UserError` naming its PID. Release the returned lock when done."""
+    lock = FileLock(run_dir / RUN_LOCK, f"run folder {run_dir}")
+    lock.acquire()
+    for folder in (run_dir, run_dir / "checkpoints"):
+        remove_stale_tmp(folder)
+    return lock
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler:

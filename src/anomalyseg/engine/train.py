@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +29,22 @@ log = logging.getLogger(__name__)
 StepCallback = Callable[[int, float | None], None]
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class EpochLoss:
+    """Sum and count of the batch losses of one epoch so far.
+
+    :func:`train_one_epoch` continues it (a resumed epoch starts from the sum and count saved with its mid-epoch
+    checkpoint) and keeps it current after every batch; ``total`` stays on the device, :meth:`values` syncs.
+    """
+
+    total: float | torch.Tensor = 0.0
+    count: int = 0
+
+    def values(self) -> tuple[float, int]:
+        """``(sum, count)`` as Python numbers (what a checkpoint saves)."""
+        return float(self.total), self.count
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -63,6 +80,7 @@ def train_one_epoch(
     log_every: int = 20,
     on_step: StepCallback | None = None,
     progress: bool = True,
+    epoch_loss: EpochLoss | None = None,
 ) -> float:
     """Train over batches ``start_batch .. num_batches-1`` of ``loader`` (which starts at ``start_batch``).
 
@@ -74,7 +92,11 @@ def train_one_epoch(
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
     window = torch.zeros((), device=device)
-    total, total_n, window_n, micro = torch.zeros((), device=device), 0, 0, 0
+    running = epoch_loss if epoch_loss is not None else EpochLoss()
+    # float32 like the losses; a saved sum is a float32 value, so a resumed epoch adds up bit-identically
+    total = torch.full((), float(running.total), dtype=torch.float32, device=device)
+    running.total = total  # the same tensor, updated in place below
+    window_n, micro = 0, 0
     bar = tqdm(total=num_batches, initial=start_batch, desc=f"epoch {epoch + 1}", unit="batch",
                disable=not progress, dynamic_ncols=True, leave=False)
     optimizer.zero_grad(set_to_none=True)
@@ -93,7 +115,7 @@ def train_one_epoch(
             scaler.scale(loss / grad_accum).backward()
         window += loss.detach()
         total += loss.detach()
-        total_n += 1
+        running.count += 1
         window_n += 1
         batch_idx += 1
         bar.update(1)
@@ -118,7 +140,7 @@ def train_one_epoch(
         if on_step is not None:
             on_step(batch_idx, shown)
     bar.close()
-    return float(total / max(total_n, 1))
+    return float(total / max(running.count, 1))
 
 
 @torch.no_grad()

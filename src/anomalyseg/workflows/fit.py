@@ -1,5 +1,6 @@
 """The ``fit-scorers`` workflow: stream in-distribution data through the model and fit every scorer that needs
-it (sml, heat, mahalanobis, ...); the states go beside the checkpoint (``<checkpoint stem>.scorers.pt``).
+it (sml, heat, mahalanobis, ...); the states go beside the checkpoint (``<checkpoint stem>.scorers.pt``),
+merged under a lock into what the file holds when they are written (concurrent fits of other scorers are kept).
 
 Fits on in-distribution data only: the dataset's evaluation split with anomalies (StreetHazards' test) and any
 split whose labels hold an anomaly id are refused before any fitting.
@@ -50,8 +51,8 @@ def fit_scorers(
     """Fit the scorers of ``scorers`` (default: every registered scorer that needs fitting) on ``split``
     (default: the dataset's in-distribution split) and write their states; existing entries of other scorers
     are kept, entries of the same scorers only replaced with ``force``."""
-    from anomalyseg.checkpoints.scorer_states import default_states_path, entries_to_keep, write_states
-    from anomalyseg.engine.distributed import barrier, cleanup, init_distributed
+    from anomalyseg.checkpoints.scorer_states import default_states_path, entries_to_keep, merge_states
+    from anomalyseg.engine.distributed import broadcast_object, cleanup, init_distributed
     from anomalyseg.engine.fit import fit_scorers as fit_loop
     from anomalyseg.engine.guards import assert_no_anomaly, check_split_allowed
     from anomalyseg.engine.tta import TTA
@@ -70,18 +71,24 @@ def fit_scorers(
                                limit=limit)[0]
         loaded = S.load_checked(checkpoint, ctx.device, None, [data.spec])
         states_path = check_output(Path(states) if states else default_states_path(loaded.path), "--states")
-        kept = entries_to_keep(states_path, [s.name for s in made], loaded.sha256, force)
+        entries_to_keep(states_path, [s.name for s in made], loaded.sha256, force)  # refuse early, before fitting
         assert_no_anomaly(data.data, data.split, spec=data.spec, purpose="fitting scorers", workers=max(0, workers))
         loader = S.make_loader(data.data, ctx, batch_size, workers)
         log.info("fitting %s on %d %s images", ", ".join(s.name for s in made), len(data.data), data.split)
         fit_loop(loaded.model, loader, made, ctx.device, tta=tta_spec, progress=ctx.is_main and progress)
+        error = None  # rank 0 writes; every rank learns whether the write was refused
         if ctx.is_main:
             provenance = {"split": data.split, "dataset": data.spec.name, "data_root": str(Path(data_root).resolve()),
                           "num_images": len(data.data), "input": S.input_record(size, tta), "anomalyseg": __version__,
                           "fitted": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            entries = {**kept, **{s.name: {"state": s.state_dict(), **provenance} for s in made}}
-            write_states(states_path, loaded.path, loaded.sha256, entries)
-        barrier(ctx)
+            fitted = {s.name: {"state": s.state_dict(), **provenance} for s in made}
+            try:  # re-read under the lock: merged with what other fits wrote meanwhile, or refused
+                merge_states(states_path, loaded.path, loaded.sha256, fitted, force)
+            except UserError as exc:
+                error = str(exc)
+        error = broadcast_object(ctx, error)
+        if error:
+            raise UserError(error)
     finally:
         cleanup(ctx)
     return FitOutput(states_path, [s.name for s in made])

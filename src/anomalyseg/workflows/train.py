@@ -10,12 +10,18 @@ Any registered dataset with class labels trains the same way (``data.dataset``: 
 refuses and the held-out split; the checkpoint records them.
 
 Resume continues EXACTLY: the checkpoint holds the optimizer / schedule / scaler states, each rank's RNG
-states and how many batches of the current epoch were consumed; the resumed sampler replays the same order
-from there and augmentations are seeded per sample.
+states, how many batches of the current epoch were consumed and the sum of their losses (the epoch's
+``train_loss`` covers all of it); the resumed sampler replays the same order from there and augmentations
+are seeded per sample.
+
+One process trains in a run folder at a time: rank 0 holds ``<run>/.lock`` (PID, host, start time) from before
+the resumed checkpoint is read until the run ends; a second ``train --resume`` of a live run is refused, the
+lock of a killed run is taken over (:func:`anomalyseg.engine.rundir.lock_run_dir`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -45,10 +51,10 @@ from anomalyseg.engine.loaders import (
     make_train_loader,
     seed_everything,
 )
-from anomalyseg.engine.rundir import RunLogger, attach_log_file, create_run_dir, detach_log_file
+from anomalyseg.engine.rundir import RunLogger, attach_log_file, create_run_dir, detach_log_file, lock_run_dir
 from anomalyseg.engine.schedules import LRSchedule
 from anomalyseg.errors import UserError
-from anomalyseg.files import check_output
+from anomalyseg.files import FileLock, check_output
 from anomalyseg.workflows.train_loop import LoopState, RunData, Trainables, TrainRun, run_epochs
 
 log = logging.getLogger(__name__)
@@ -78,27 +84,36 @@ def train(config: Config, *, device: str | torch.device | None = None, resume: s
 
 
 def _train(cfg: Config, ctx: D.DistContext, resume: Path | None) -> Path:
-    """The steps of one run, in order; the log file and TensorBoard writer are closed whatever happens."""
-    cfg, ckpt = prepare_config(cfg, resume)
-    amp = _set_numerics(cfg.train, ctx.device)
-    data = _prepare_data(cfg, ctx)
-    parts = _build_trainables(cfg, ctx, data, amp)
-    state = _restore(parts, ckpt, ctx, resume) if ckpt is not None else LoopState()
-    parts.model = _distribute(parts.model, cfg.train, ctx)
-    run_dir = _open_run_dir(cfg, ctx, parts.bare, resume)
-    handler = _write_run_files(cfg, ctx, run_dir, state, resumed=resume is not None)
+    """The steps of one run, in order; the log file and TensorBoard writer are closed and the run folder's lock
+    released whatever happens."""
+    locks: list[FileLock] = []
     try:
-        logger = RunLogger(run_dir if ctx.is_main else None, purge_step=state.step + 1 if resume else None)
-        run = TrainRun(cfg, ctx, amp, data, parts, state, run_dir, logger, resumed=resume is not None)
+        if resume is not None:  # locked before its checkpoint is read: a concurrent resume is refused here
+            _check_resumable(resume)
+            _lock(ctx, resume, locks)
+        cfg, ckpt = prepare_config(cfg, resume)
+        amp = _set_numerics(cfg.train, ctx.device)
+        data = _prepare_data(cfg, ctx)
+        parts = _build_trainables(cfg, ctx, data, amp)
+        state = _restore(parts, ckpt, ctx, resume) if ckpt is not None else LoopState()
+        parts.model = _distribute(parts.model, cfg.train, ctx)
+        run_dir = _open_run_dir(cfg, ctx, parts.bare, resume, locks)
+        handler = _write_run_files(cfg, ctx, run_dir, state, resumed=resume is not None)
         try:
-            run_epochs(run)
+            logger = RunLogger(run_dir if ctx.is_main else None, purge_step=state.step + 1 if resume else None)
+            run = TrainRun(cfg, ctx, amp, data, parts, state, run_dir, logger, resumed=resume is not None)
+            try:
+                run_epochs(run)
+            finally:
+                logger.close()
         finally:
-            logger.close()
+            if handler is not None:
+                detach_log_file(handler)
+        D.barrier(ctx)
+        return run_dir
     finally:
-        if handler is not None:
-            detach_log_file(handler)
-    D.barrier(ctx)
-    return run_dir
+        for lock in locks:
+            lock.release()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -108,14 +123,18 @@ def prepare_config(cfg: Config, resume: Path | None) -> tuple[Config, dict[str, 
     """The config to run (on resume: the run's own, see :func:`resume_config`) and the checkpoint to resume."""
     ckpt = None
     if resume is not None:
-        if not (resume / "checkpoints" / "last.pt").is_file():
-            raise UserError(f"--resume {resume}: no checkpoints/last.pt there (is it a run folder?)")
+        _check_resumable(resume)
         ckpt = ckpt_io.load_checkpoint(resume / "checkpoints" / "last.pt")
         cfg = resume_config(cfg, resume, ckpt["config"])
     _check_config(cfg)
     if resume is None:
         check_output(cfg.out_dir, "out_dir", folder=True)
     return cfg, ckpt
+
+
+def _check_resumable(resume: Path) -> None:
+    if not (resume / "checkpoints" / "last.pt").is_file():
+        raise UserError(f"--resume {resume}: no checkpoints/last.pt there (is it a run folder?)")
 
 
 def _check_config(cfg: Config) -> None:
@@ -246,7 +265,8 @@ def _restore(parts: Trainables, ckpt: dict[str, Any], ctx: D.DistContext, resume
     else:
         log.warning("checkpoint has RNG states for %d process(es), this run has %d: RNG not restored",
                     len(rngs), ctx.world_size)
-    return LoopState(**ckpt["loop"])
+    known = {f.name for f in dataclasses.fields(LoopState)}  # checkpoints of older versions lack loss_sum
+    return LoopState(**{k: v for k, v in ckpt["loop"].items() if k in known})
 
 
 def _distribute(model: nn.Module, t: TrainConfig, ctx: D.DistContext) -> nn.Module:
@@ -262,12 +282,29 @@ def _distribute(model: nn.Module, t: TrainConfig, ctx: D.DistContext) -> nn.Modu
 # ---------------------------------------------------------------------------------------------------
 # Run directory
 # ---------------------------------------------------------------------------------------------------
-def _open_run_dir(cfg: Config, ctx: D.DistContext, bare: nn.Module, resume: Path | None) -> Path:
-    """The resumed run's folder, or a new one: rank 0 creates it, every rank learns its name."""
+def _lock(ctx: D.DistContext, run_dir: Path, locks: list[FileLock]) -> None:
+    """Rank 0 locks ``run_dir`` (appended to ``locks``, to release); every rank learns a refusal."""
+    error = None
+    if ctx.is_main:
+        try:
+            locks.append(lock_run_dir(run_dir))
+        except UserError as exc:
+            error = str(exc)
+    error = D.broadcast_object(ctx, error)
+    if error:
+        raise UserError(error)
+
+
+def _open_run_dir(cfg: Config, ctx: D.DistContext, bare: nn.Module, resume: Path | None, locks: list[FileLock]
+                  ) -> Path:
+    """The resumed run's folder (locked already), or a new one: rank 0 creates and locks it, every rank learns
+    its name."""
     if resume is not None:
         return resume
     made = create_run_dir(cfg.out_dir, cfg.run_name, getattr(bare, "name", cfg.model.name)) if ctx.is_main else None
-    return Path(D.broadcast_object(ctx, str(made) if made else None))
+    run_dir = Path(D.broadcast_object(ctx, str(made) if made else None))
+    _lock(ctx, run_dir, locks)
+    return run_dir
 
 
 def _write_run_files(cfg: Config, ctx: D.DistContext, run_dir: Path, state: LoopState, *, resumed: bool

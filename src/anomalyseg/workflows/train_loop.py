@@ -27,7 +27,7 @@ from anomalyseg.engine.factory import SegLoss
 from anomalyseg.engine.loaders import ResumableSampler, TrainDatasets, read_error_count
 from anomalyseg.engine.rundir import RunLogger, prediction_panel
 from anomalyseg.engine.schedules import LRSchedule
-from anomalyseg.engine.train import evaluate_segmentation, train_one_epoch
+from anomalyseg.engine.train import EpochLoss, evaluate_segmentation, train_one_epoch
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class LoopState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps done
     batch_in_epoch: int = 0  # batches of epoch ``epoch`` already consumed (mid-epoch checkpoints)
+    loss_sum: float = 0.0  # sum of the losses of those batches (float32 value), so a resumed epoch's
+    loss_count: int = 0  # train_loss covers the whole epoch; how many batches that sum holds
     best_metric: float = -math.inf
     best_epoch: int = 0
     bad_validations: int = 0
@@ -93,6 +95,7 @@ class TrainRun:
     logger: RunLogger
     resumed: bool
     rng_all: list[Any] = field(default_factory=list)  # every rank's RNG state at the last save
+    epoch_loss: EpochLoss = field(default_factory=EpochLoss)  # the current epoch's loss sum, kept by the loop
 
     @property
     def palette(self) -> list[Any]:
@@ -129,12 +132,14 @@ def _train_epoch(run: TrainRun, epoch: int) -> float:
     data.sampler.set_epoch(epoch)
     data.sampler.set_start(state.batch_in_epoch * cfg.data.batch_size)
     errors_before = read_error_count(data.sets.train)
+    run.epoch_loss = EpochLoss(state.loss_sum, state.loss_count)  # a resumed epoch continues its saved sum
     mean_loss = train_one_epoch(
         parts.model, parts.criterion, parts.optimizer, data.loader, parts.scheduler, run.ctx.device, epoch,
         num_batches=data.batches_per_epoch, start_batch=state.batch_in_epoch, grad_accum=t.grad_accum, amp=run.amp,
         channels_last=t.channels_last, scaler=parts.scaler, grad_clip_norm=cfg.optim.grad_clip_norm,
-        log_every=t.log_every, on_step=functools.partial(_on_step, run), progress=t.progress and run.ctx.is_main)
-    state.epoch, state.batch_in_epoch = epoch + 1, 0
+        log_every=t.log_every, on_step=functools.partial(_on_step, run), progress=t.progress and run.ctx.is_main,
+        epoch_loss=run.epoch_loss)
+    state.epoch, state.batch_in_epoch, state.loss_sum, state.loss_count = epoch + 1, 0, 0.0, 0
     read_errors = sum(D.gather_objects(run.ctx, read_error_count(data.sets.train) - errors_before))
     log.log(logging.WARNING if read_errors else logging.INFO,
             "epoch %d/%d: mean loss %.4f, lr %.3g, %d unreadable sample(s) skipped (data.on_error=%s)",
@@ -152,6 +157,7 @@ def _on_step(run: TrainRun, batches_done: int, loss: float | None) -> None:
         run.logger.scalars({"train/loss": loss, "train/lr": run.parts.optimizer.param_groups[0]["lr"]}, state.step)
     every = run.cfg.train.checkpoint_every_steps
     if every and state.step % every == 0 and batches_done < run.data.batches_per_epoch:
+        state.loss_sum, state.loss_count = run.epoch_loss.values()  # the only device sync this adds
         save(run, "last")
         if run.ctx.is_main:
             log.info("saved mid-epoch checkpoint at step %d (epoch %d, batch %d)", state.step, state.epoch + 1,
