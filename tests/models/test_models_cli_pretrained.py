@@ -14,7 +14,7 @@ import torch
 
 from anomalyseg.cli import main
 from anomalyseg.errors import UserError
-from anomalyseg.models import available_models, build_model, model_spec, parameter_count, weights_offline
+from anomalyseg.models import available_models, build_model, model_spec, parameter_count, pretrained, weights_offline
 from anomalyseg.models.pretrained import package_installed, torchvision_cache_file
 
 
@@ -27,6 +27,7 @@ def offline(monkeypatch, tmp_path) -> Path:
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
     monkeypatch.setattr(torch.hub, "urlopen", refuse)
+    monkeypatch.setattr(pretrained, "unreachable", lambda url, timeout=None: "network disabled in tests")
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -10,8 +10,8 @@ log = logging.getLogger(__name__)
 
 EPILOG = """\
 examples:
-  anomalyseg demo                              # about 10 minutes on 2 CPU cores, writes ./demo
-  anomalyseg demo --quick --out demo_quick     # about 2 minutes: the same stages, tiny data, weak model
+  anomalyseg demo                              # about 5 minutes on 2 CPU cores, writes ./demo
+  anomalyseg demo --quick --out demo_quick     # about 30 seconds: the same stages, tiny data, weak model
   anomalyseg demo --out demo --force           # replace an earlier demo run in ./demo
   anomalyseg demo --device cuda                # the same run on a GPU
   anomalyseg demo --config configs/demo/demo_default.yaml training.train.epochs=6 data.train=500
@@ -21,6 +21,7 @@ with an EfficientNet-Lite0 encoder (ImageNet weights from the efficientnet-lite0
 from scratch when it is missing, as the summary says), fit the scorers that need it on the val split,
 evaluate every scorer under both protocols (pooled and the official per-image one), draw panels, write
 the PR / ROC curves and the HTML report. Each stage logs the equivalent `anomalyseg ...` command.
+Times measured with benchmarks/demo.py on 2 CPU cores (README, "Demo").
 Writes OUT/{demo.json, data/, run/, results/, report/report.html}. An existing OUT is never overwritten
 silently: on a terminal you are asked, otherwise the demo refuses unless --force (which only ever
 replaces a folder written by an earlier demo).
@@ -37,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="settings to change (keys of configs/demo/demo_default.yaml)")
     p.add_argument("--out", default="demo", metavar="DIR", help="output folder (default: ./demo)")
-    p.add_argument("--quick", action="store_true", help="tiny data and 3 short epochs: checks the install")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny data and 3 short epochs (about 30 seconds): checks the install")
     p.add_argument("--config", metavar="FILE.yaml", help="demo settings file (its keys replace the preset's)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--force", action="store_true", help="replace an earlier demo run in --out without asking")

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.data.io import DECODE_ERRORS, SampleError, probe_image, read_label_raw
 from anomalyseg.data.layout import Entry, list_split
 from anomalyseg.errors import UserError
+from anomalyseg.progress import progress_bar
 
 _NUM_VALUES = STREETHAZARDS.anomaly_id + 1  # 14 valid file values: 1..14
 
@@ -109,7 +109,7 @@ def check_split(root: str | Path, split: str, workers: int | None = None, progre
         report.bad.append((str(entry.image), "listed but missing on disk"))
     workers = (os.cpu_count() or 1) if workers is None else workers
     tasks = [(e, listing.split) for e in listing.entries]
-    bar = tqdm(total=len(tasks), desc=f"check {listing.split}", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=len(tasks), desc=f"check {listing.split}", unit="img", disable=not progress, leave=False)
     if workers <= 1 or len(tasks) < 2:
         results = map(_check_task, tasks)
         pool = None

@@ -24,11 +24,10 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tqdm import tqdm
-
 from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.data.layout import check_split_name
 from anomalyseg.errors import UserError
+from anomalyseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
             offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        with open(part, "ab" if offset else "wb") as fh, tqdm(
+        with open(part, "ab" if offset else "wb") as fh, progress_bar(
             total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
             desc=part.name.removesuffix(".part"), disable=not progress, leave=False,
         ) as bar:

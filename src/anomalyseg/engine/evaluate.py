@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.engine.fit import loader_length
@@ -36,6 +35,7 @@ from anomalyseg.engine.tta import TTA, forward
 from anomalyseg.errors import NotFittedError, UserError
 from anomalyseg.metrics import AnomalyMetrics, SegmentationMetrics
 from anomalyseg.metrics.targets import anomaly_target, mask_ids
+from anomalyseg.progress import progress_bar
 from anomalyseg.scoring import FIT_COMMAND, Scorer, check_unique
 from anomalyseg.scoring.base import labels_at
 
@@ -221,7 +221,7 @@ def run_evaluation(
     evaluator = _Evaluator(model, list(scorers), device, plan or EvalPlan(), metric_threads)
     evaluator.sink = sink
     evaluator.positions = _positions(loader)
-    bar = tqdm(total=loader_length(loader), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=loader_length(loader), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
     start = tick = time.perf_counter()
     try:
         for batch in loader:

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from anomalyseg.engine.tta import TTA, forward
 from anomalyseg.errors import UserError
 from anomalyseg.metrics.base import distributed_ready
+from anomalyseg.progress import progress_bar
 from anomalyseg.scoring import Scorer, check_unique
 from anomalyseg.scoring.labels import labels_at
 
@@ -58,8 +58,8 @@ def fit_scorers(
         needs_features = any(s.needs_features for s in active)
         seen = 0
         desc = f"fit pass {pass_no}"
-        for batch in tqdm(loader, total=loader_length(loader), desc=desc, unit="batch", disable=not progress,
-                          dynamic_ncols=True):
+        for batch in progress_bar(loader, total=loader_length(loader), desc=desc, unit="batch", disable=not progress,
+                                  dynamic_ncols=True):
             images = batch["image"].to(device, non_blocking=True)
             output = forward(model, images, None, tta=tta, return_features=needs_features)
             label = labels_at(batch["label"].to(device, non_blocking=True).long(), tuple(output.logits.shape[-2:]))

