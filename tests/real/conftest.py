@@ -9,6 +9,7 @@ from tests.conftest import shared_path
 
 from anomalyseg.checkpoints.contract import parse_contract
 from anomalyseg.checkpoints.foreign import import_checkpoint
+from anomalyseg.cli import main
 from anomalyseg.models import SegmentationModel, build_model
 
 ENET_CONTRACT = "size=512x1024,norm=none,void=19,classes=cityscapes"
@@ -37,3 +38,18 @@ def enet_real(enet_imported: dict) -> SegmentationModel:
     model = build_model("enet", enet_imported["num_classes"], **enet_imported["config"]["model"]["options"])
     model.load_state_dict(enet_imported["model"])
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def enet_file(tmp_path_factory, enet_checkpoint_path: Path) -> Path:
+    """The real checkpoint imported through the command line into an anomalyseg checkpoint file."""
+    out = tmp_path_factory.mktemp("enet") / "enet.pt"
+    assert main(["import-checkpoint", str(enet_checkpoint_path), "--arch", "enet", "--contract", ENET_CONTRACT,
+                 "--out", str(out)]) == 0
+    return out
+
+
+def evaluate_cli(ckpt: Path, root: Path, out: Path, *extra: str) -> int:
+    """``anomalyseg evaluate`` in-process, quiet and without worker processes; returns the exit code."""
+    return main(["evaluate", "--checkpoint", str(ckpt), "--data-root", str(root), "--out", str(out),
+                 "--workers", "0", "--no-progress", *extra])

@@ -4,42 +4,26 @@ benchmark's own hdf5 layout) and their bad inputs. Skips without ../shared."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
 from ood_metrics import fpr_at_95_tpr
 from PIL import Image
 from sklearn.metrics import average_precision_score
-from tests.real.conftest import ENET_CONTRACT
+from tests.real.conftest import evaluate_cli
 
-from anomalyseg.cli import main
 from anomalyseg.report.results import read_results
 from anomalyseg.workflows.evaluate import results_path
 
 pytestmark = pytest.mark.shared
 
 
-@pytest.fixture(scope="module")
-def enet(tmp_path_factory, enet_checkpoint_path: Path) -> Path:
-    out = tmp_path_factory.mktemp("enet") / "enet.pt"
-    assert main(["import-checkpoint", str(enet_checkpoint_path), "--arch", "enet", "--contract", ENET_CONTRACT,
-                 "--out", str(out)]) == 0
-    return out
-
-
-def _evaluate(ckpt: Path, root: Path, out: Path, *extra: str) -> int:
-    return main(["evaluate", "--checkpoint", str(ckpt), "--data-root", str(root), "--out", str(out),
-                 "--workers", "0", "--no-progress", *extra])
-
-
-def test_course_protocol_skips_images_without_anomaly(enet, road_anomaly_root, tmp_path) -> None:
+def test_course_protocol_skips_images_without_anomaly(enet_file, road_anomaly_root, tmp_path) -> None:
     """fs_static: images 0..4 hold 5 of the ten masks without anomaly (checked below); the course code drops them
     before pooling, so the pooled numbers equal sklearn / ood_metrics on the other images' pixels only."""
     out = tmp_path / "r.json"
     args = ("--dataset", "fs_static", "--scorers", "void", "--eval-at", "model", "--limit", "8")
-    assert _evaluate(enet, road_anomaly_root, out, *args, "--skip-images-without-anomaly",
+    assert evaluate_cli(enet_file, road_anomaly_root, out, *args, "--skip-images-without-anomaly",
                      "--save-scores", str(tmp_path / "s")) == 0
     res = read_results(results_path(out, "fs_static"))
     m = res["scorers"]["void"]["metrics"]["pooled"]
@@ -54,14 +38,14 @@ def test_course_protocol_skips_images_without_anomaly(enet, road_anomaly_root, t
     assert m["aupr"] == pytest.approx(average_precision_score(y, s), abs=1e-5)
     assert m["fpr95"] == pytest.approx(fpr_at_95_tpr(s, y), abs=5e-5)
     plain = tmp_path / "plain.json"
-    assert _evaluate(enet, road_anomaly_root, plain, *args) == 0
+    assert evaluate_cli(enet_file, road_anomaly_root, plain, *args) == 0
     p = read_results(results_path(plain, "fs_static"))["scorers"]["void"]["metrics"]["pooled"]
     assert p["protocol_settings"]["skip_images_without_anomaly"] is False and p["aupr"] != m["aupr"]
 
 
-def test_components_on_ra21_and_the_smiyc_export(enet, road_anomaly_root, tmp_path) -> None:
+def test_components_on_ra21_and_the_smiyc_export(enet_file, road_anomaly_root, tmp_path) -> None:
     out = tmp_path / "c.json"
-    assert _evaluate(enet, road_anomaly_root, out, "--dataset", "smiyc_ra21", "--scorers", "void,msp",
+    assert evaluate_cli(enet_file, road_anomaly_root, out, "--dataset", "smiyc_ra21", "--scorers", "void,msp",
                      "--limit", "3", "--save-scores", str(tmp_path / "h5"), "--save-scores-format", "smiyc") == 0
     res = read_results(results_path(out, "smiyc_ra21"))
     c = res["scorers"]["msp"]["metrics"]["components"]
@@ -85,13 +69,13 @@ def test_components_on_ra21_and_the_smiyc_export(enet, road_anomaly_root, tmp_pa
     (["--save-scores-format", "png", "--save-scores", "{dir}"], "--save-scores-format must be one of npy, smiyc"),
     (["--protocol", "per_image"], "component metrics take their threshold from the pooled curve"),
 ])
-def test_bad_benchmark_options_are_one_line(enet, road_anomaly_root, tmp_path, capsys, extra, message) -> None:
+def test_bad_benchmark_options_are_one_line(enet_file, road_anomaly_root, tmp_path, capsys, extra, message) -> None:
     (tmp_path / "file").write_text("x")
     extra = [e.replace("{file}", str(tmp_path / "file")).replace("{dir}", str(tmp_path / "d")) for e in extra]
     if "--dataset" not in extra:
         extra = ["--dataset", "smiyc_ra21", *extra]
     capsys.readouterr()
-    assert _evaluate(enet, road_anomaly_root, tmp_path / "x.json", "--scorers", "msp", *extra) == 2
+    assert evaluate_cli(enet_file, road_anomaly_root, tmp_path / "x.json", "--scorers", "msp", *extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not list(tmp_path.glob("x*")) and not (tmp_path / "d").exists()

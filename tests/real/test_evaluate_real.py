@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_curve
-from tests.real.conftest import ENET_CONTRACT
+from tests.real.conftest import ENET_CONTRACT, evaluate_cli
 
 from anomalyseg.cli import main
 from anomalyseg.data.anomaly_folder import AnomalyImageFolder, ModelResize
@@ -23,30 +23,17 @@ from anomalyseg.workflows.evaluate import results_path as set_results_path
 LIMIT = 2
 
 
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory, enet_checkpoint_path: Path) -> Path:
-    out = tmp_path_factory.mktemp("enet") / "enet.pt"
+def test_import_refuses_overwrite(enet_file: Path, enet_checkpoint_path: Path) -> None:
+    before = enet_file.read_bytes()
     assert main(["import-checkpoint", str(enet_checkpoint_path), "--arch", "enet", "--contract", ENET_CONTRACT,
-                 "--out", str(out)]) == 0
-    return out
+                 "--out", str(enet_file)]) == 2
+    assert enet_file.read_bytes() == before
 
 
-def _evaluate(ckpt: Path, root: Path, out: Path, *extra: str) -> int:
-    return main(["evaluate", "--checkpoint", str(ckpt), "--data-root", str(root), "--out", str(out),
-                 "--workers", "0", "--no-progress", *extra])
-
-
-def test_import_refuses_overwrite(imported: Path, enet_checkpoint_path: Path) -> None:
-    before = imported.read_bytes()
-    assert main(["import-checkpoint", str(enet_checkpoint_path), "--arch", "enet", "--contract", ENET_CONTRACT,
-                 "--out", str(imported)]) == 2
-    assert imported.read_bytes() == before
-
-
-def test_evaluate_real_matches_direct_metrics(imported: Path, road_anomaly_root: Path, enet_real,
+def test_evaluate_real_matches_direct_metrics(enet_file: Path, road_anomaly_root: Path, enet_real,
                                               tmp_path: Path) -> None:
     out = tmp_path / "res" / "enet.json"
-    assert _evaluate(imported, road_anomaly_root, out, "--dataset", "smiyc_ra21", "--scorers", "void,msp",
+    assert evaluate_cli(enet_file, road_anomaly_root, out, "--dataset", "smiyc_ra21", "--scorers", "void,msp",
                      "--eval-at", "model", "--limit", str(LIMIT)) == 0
     res = read_results(set_results_path(out, "smiyc_ra21"))
     assert res["num_images"] == LIMIT and res["eval_at"] == "model" and res["segmentation"] is None
@@ -91,12 +78,12 @@ def test_errors_before_any_forward(tmp_path: Path, enet_checkpoint_path: Path, r
                  "norm=none,classes=20", "--out", str(bare)]) == 0
     out = tmp_path / "r.json"
     capsys.readouterr()
-    assert _evaluate(bare, road_anomaly_root / "fs_static", out, "--dataset", "fs_static", "--scorers", "msp",
+    assert evaluate_cli(bare, road_anomaly_root / "fs_static", out, "--dataset", "fs_static", "--scorers", "msp",
                      "--eval-at", "model") == 2  # --data-root may name the set folder itself
     assert "model input size" in capsys.readouterr().err
-    assert _evaluate(bare, road_anomaly_root, out, "--dataset", "fs_static", "--scorers", "void,msp") == 2
+    assert evaluate_cli(bare, road_anomaly_root, out, "--dataset", "fs_static", "--scorers", "void,msp") == 2
     assert "needs a void channel" in capsys.readouterr().err
-    assert _evaluate(bare, road_anomaly_root, out, "--dataset", "nope", "--scorers", "msp") == 2
+    assert evaluate_cli(bare, road_anomaly_root, out, "--dataset", "nope", "--scorers", "msp") == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
     assert not list(tmp_path.glob("r*"))
 
@@ -163,15 +150,15 @@ def test_streethazards_contract_overrides_are_checked_before_any_pass(tmp_path: 
 
     tree, ckpt = make_tree(tmp_path / "sh"), make_checkpoint(tmp_path / "tiny.pt")
     args = ["--scorers", "msp", "--size", "48x32"]
-    assert _evaluate(ckpt, tree, tmp_path / "a.json", *args, "--input-contract", "norm=none") == 2
+    assert evaluate_cli(ckpt, tree, tmp_path / "a.json", *args, "--input-contract", "norm=none") == 2
     assert "does not take these options" in capsys.readouterr().err  # the tiny model has no input_mean option
-    assert _evaluate(ckpt, tree, tmp_path / "b.json", *args, "--scorers", "void") == 2
+    assert evaluate_cli(ckpt, tree, tmp_path / "b.json", *args, "--scorers", "void") == 2
     assert "needs a void channel" in capsys.readouterr().err
     # a void channel leaves 12 known channels for StreetHazards' 13 classes: refused, whatever the names say
     for contract in ("void=12", "void=12,classes=12"):
-        assert _evaluate(ckpt, tree, tmp_path / "b.json", *args, "--input-contract", contract) == 2
+        assert evaluate_cli(ckpt, tree, tmp_path / "b.json", *args, "--input-contract", contract) == 2
         assert "predicts 12 classes but the dataset has 13 known classes" in capsys.readouterr().err
-    assert _evaluate(ckpt, tree, tmp_path / "c.json", *args, "--input-contract", "classes=13") == 0
+    assert evaluate_cli(ckpt, tree, tmp_path / "c.json", *args, "--input-contract", "classes=13") == 0
     res = read_results(tmp_path / "c.json")
     assert res["input_contract"]["class_names"] == [f"class_{i}" for i in range(13)]
     assert res["protocols"]["pooled"]["fpr_rule"] == "first" and not list(tmp_path.glob("b*"))
