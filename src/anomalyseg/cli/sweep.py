@@ -7,9 +7,9 @@ import argparse
 
 SWEEP_EPILOG = """\
 examples:
-  anomalyseg sweep sweeps/augment.yaml --grid data.hflip=true,false data.color_jitter=true,false
-  anomalyseg sweep sweeps/energy.yaml --grid scorer.energy.temperature=0.5,1,2,4
-  anomalyseg sweep sweeps/sml.yaml --grid scorer.sml_full.boundary_suppression=true,false \\
+  anomalyseg sweep configs/sweeps/energy.yaml --grid scorer.energy.temperature=0.5,1,2,4   # after 'demo --out demo'
+  anomalyseg sweep MY_BASE.yaml --grid data.hflip=true,false data.color_jitter=true,false   # trains each point
+  anomalyseg sweep MY_BASE.yaml --grid scorer.sml_full.boundary_suppression=true,false \\
       scorer.sml_full.dilated_smoothing=true,false
 
 BASE.yaml is a training config (anomalyseg.config.Config) with an extra 'sweep:' section:
