@@ -26,7 +26,7 @@ from matplotlib.patches import Patch
 from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.metrics import SegmentationMetrics
-from anomalyseg.metrics.targets import anomaly_target
+from anomalyseg.metrics.targets import anomaly_target, mask_ids
 from anomalyseg.viz import colors as C
 
 #: Names of the nine panel views, row by row.
@@ -90,7 +90,7 @@ def sample_stats(gt: Any, pred: Any, target: Any, detected: Any, *, num_classes:
     excluded, as in the evaluation) and detection precision / recall / F1 at the drawn threshold (target
     255 not counted; NaN where undefined)."""
     gt, pred, target = C.as_ids(gt), C.as_ids(pred), C.as_ids(target)
-    known = np.where(np.isin(gt, [*anomaly_ids, ignore_index]), ignore_index, gt)
+    known = mask_ids(gt, [*anomaly_ids, ignore_index], ignore_index)
     seg = SegmentationMetrics(num_classes, ignore_index=ignore_index)
     seg.update(torch.from_numpy(pred)[None], torch.from_numpy(known)[None])
     return {"miou": seg.compute()["miou"], **detection_stats(detected, target)}
