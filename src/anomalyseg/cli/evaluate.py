@@ -76,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint: one forward pass per batch feeds every scorer and every metric.",
         epilog=EVAL_EPILOG, formatter_class=fmt)
     _common(p, None)
+    inference_arguments(p)
     p.add_argument("--scorers", default="all", help="'all' or NAME[:KEY=VALUE...],... (default: all)")
     p.add_argument("--protocol", choices=("per_image", "pooled", "both"), default=None,
                    help="anomaly protocol(s) (default: both for StreetHazards, pooled for the real-photo sets)")
@@ -113,6 +114,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.set_defaults(func=handle_fit)
 
 
+def inference_arguments(p: argparse.ArgumentParser) -> None:
+    """``--inference``, ``--tile``, ``--overlap``, ``--blend`` (evaluate, predict)."""
+    p.add_argument("--inference", choices=("whole", "resize", "slide"), default=None,
+                   help="whole: one pass at native (or --size) resolution; resize: one pass stretched to --tile / "
+                        "the contract size (default when the contract has a size); slide: native image in "
+                        "overlapping tiles of --tile / the contract size, logits blended")
+    p.add_argument("--tile", metavar="HxW", help="tile / resize size (default: the input contract's size)")
+    p.add_argument("--overlap", type=finite_float(0.0, 0.95), default=0.33,
+                   help="slide: fraction of a tile shared with its neighbour (default: 0.33)")
+    p.add_argument("--blend", choices=("mean", "gaussian"), default="mean",
+                   help="slide: weights of overlapping tiles' logits (default: mean)")
+
+
 def dataset_arguments(p: argparse.ArgumentParser, contract: bool = True) -> None:
     """``--dataset`` and ``--input-contract`` (torch-free imports: ``--help`` stays fast)."""
     from anomalyseg.checkpoints.syntax import CONTRACT_HELP
@@ -135,7 +149,8 @@ def handle_evaluate(args: argparse.Namespace) -> int:
         protocol=args.protocol, fpr_rule=args.fpr_rule, skip_images_without_anomaly=args.skip_images_without_anomaly,
         components=args.components, component_threshold=args.component_threshold, save_scores=args.save_scores,
         save_scores_format=args.save_scores_format, ignore=args.ignore, eval_at=args.eval_at, size=args.size,
-        tta=args.tta, input_contract=args.input_contract, states=args.states, batch_size=args.batch_size,
+        tta=args.tta, inference=args.inference, tile=args.tile, overlap=args.overlap, blend=args.blend,
+        input_contract=args.input_contract, states=args.states, batch_size=args.batch_size,
         workers=args.workers, device=args.device, limit=args.limit, progress=not args.no_progress, force=args.force,
         argv=sys.argv[1:])
     for output in outputs:

@@ -144,6 +144,7 @@ class EvalPlan:
         tta: test-time augmentation of every forward pass.
         curve_points: points of the stored pooled curve.
         skip_without_anomaly: the pooled curve leaves out images without an anomaly pixel (the course code).
+        window: sliding-window inference (:class:`anomalyseg.engine.slide.Window`), None: one pass per image.
     """
 
     num_classes: int = 13
@@ -158,6 +159,7 @@ class EvalPlan:
     tta: TTA | None = None
     curve_points: int = 512
     skip_without_anomaly: bool = False
+    window: Any = None
 
     def __post_init__(self) -> None:
         protocols = tuple(dict.fromkeys(self.protocols))
@@ -276,7 +278,8 @@ class _Evaluator:
             label = batch["label"].to(self.device, non_blocking=True).long()
         with timer("inference"):
             size = tuple(label.shape[-2:]) if plan.eval_at == "label" else tuple(images.shape[-2:])
-            output = forward(self.model, images, size, tta=plan.tta, return_features=self.needs_features)
+            output = forward(self.model, images, size, tta=plan.tta, return_features=self.needs_features,
+                             window=plan.window)
             if output.logits.shape[1] != plan.num_classes:
                 raise UserError(f"the model predicts {output.logits.shape[1]} classes, "
                                 f"the dataset has {plan.num_classes}")

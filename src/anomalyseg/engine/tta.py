@@ -84,9 +84,16 @@ def forward(
     *,
     tta: TTA | None = None,
     return_features: bool = False,
+    window: Any = None,
 ) -> SegOutput:
-    """Model output with logits (float32) at ``out_size`` (default: the input size), TTA-averaged if given."""
+    """Model output with logits (float32) at ``out_size`` (default: the input size), TTA-averaged if given;
+    with a :class:`~anomalyseg.engine.slide.Window`, every view is run in overlapping tiles, blended."""
     size = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
+    if window is not None:
+        if return_features:
+            raise UserError("feature-based scorers (sml, heat, mahalanobis, ...) read whole-image features: use "
+                            "--inference whole or resize with them, not slide")
+        model = _Sliding(model, window)
     if tta is None or (tta.scales == (1.0,) and not tta.flip):
         out = model(images, return_features=return_features)
         check_logits(out.logits)
@@ -115,3 +122,15 @@ def forward(
     return SegOutput(total.div_(tta.num_views), None, features)
 
 
+
+
+class _Sliding:
+    """``model`` called tile by tile (:func:`anomalyseg.engine.slide.slide_logits`); logits only."""
+
+    def __init__(self, model: nn.Module, window: Any) -> None:
+        self.model, self.window = model, window
+
+    def __call__(self, images: torch.Tensor, return_features: bool = False) -> SegOutput:
+        from anomalyseg.engine.slide import slide_logits
+
+        return SegOutput(slide_logits(self.model, images, self.window))

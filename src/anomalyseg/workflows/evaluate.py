@@ -11,6 +11,7 @@ handling, protocols, FPR rule) comes from its :class:`~anomalyseg.data.registry.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -59,6 +60,10 @@ def evaluate(
     eval_at: str = "label",
     size: tuple[int, int] | None = None,
     tta: str | None = None,
+    inference: str | None = None,
+    tile: str | tuple[int, int] | None = None,
+    overlap: float = 0.33,
+    blend: str = "mean",
     input_contract: str | None = None,
     states: str | Path | None = None,
     batch_size: int = 1,
@@ -80,7 +85,9 @@ def evaluate(
     ``save_scores``: a folder for every score map (``<dataset>/<scorer>/<id>.npy``, float32, evaluation
     resolution; the 1 / 0 / 255 target the metrics saw beside them in ``<dataset>/_target/``), or with
     ``save_scores_format="smiyc"`` the SegmentMeIfYouCan benchmark's layout (``anomaly_p/<scorer>/<set>/<id>.hdf5``,
-    float16). Runs sharded under ``torchrun``; rank 0 writes.
+    float16). ``inference``: ``whole`` / ``resize`` / ``slide`` (tiles of ``tile`` "HxW", default the contract's
+    size, overlapping by ``overlap``, logits blended by ``blend``: mean or gaussian); default resize to the
+    contract's size when it has one, else whole. Runs sharded under ``torchrun``; rank 0 writes.
     Returns one :class:`EvalOutput` per dataset (on rank 0; ``[]`` elsewhere).
     """
     from anomalyseg.checkpoints.scorer_states import default_states_path, load_fitted
@@ -94,7 +101,9 @@ def evaluate(
     started = time.time()
     settings = {"checkpoint": str(checkpoint), "data_root": str(data_root), "dataset": dataset, "split": split,
                 "scorers": scorers, "protocol": protocol, "ignore": ignore, "eval_at": eval_at,
-                "size": list(size) if size else None, "tta": tta, "input_contract": input_contract,
+                "size": list(size) if size else None, "tta": tta, "inference": inference,
+                "tile": list(tile) if isinstance(tile, tuple) else tile, "overlap": overlap, "blend": blend,
+                "input_contract": input_contract,
                 "states": str(states) if states else None, "batch_size": batch_size, "workers": workers,
                 "device": device, "limit": limit, "fpr_rule": fpr_rule,
                 "skip_images_without_anomaly": skip_images_without_anomaly, "components": components,
@@ -124,7 +133,9 @@ def evaluate(
         used = load_fitted(made, states_path, loaded.sha256)
         inp = S.input_record(size, tta)
         _warn_fit_input(used, inp)
-        transform = S.eval_transform(eval_at, size, loaded.contract.size)
+        transform, window, inference_record = S.inference_transform(eval_at, size, loaded.contract.size, inference,
+                                                                    tile, overlap, blend)
+        opts = dataclasses.replace(opts, window=window)
         log.info("input contract: %s; evaluating at the %s resolution", loaded.contract.describe(), eval_at)
         for data in datasets:
             data.dataset.transform = transform
@@ -132,7 +143,8 @@ def evaluate(
             if ctx.is_main:
                 record = {"command": "evaluate", "argv": argv, "config": settings, "checkpoint": loaded.record(),
                           "scorer_states": {"path": str(states_path), "used": used} if used else None,
-                          "dataset": data.record(), "input": {**inp, "eval_at": eval_at},
+                          "dataset": data.record(), "input": {**inp, "eval_at": eval_at,
+                                                                      "inference": inference_record},
                           "input_contract": loaded.contract.to_dict(), **results, **_run_facts(ctx, started)}
                 outputs.append(EvalOutput(record, _write(record, paths[data.spec.name]["json"], force)))
         barrier(ctx)
@@ -178,6 +190,7 @@ class PassOptions:
     progress: bool
     save_scores: Path | None
     save_format: str = "npy"
+    window: Any = None
 
     def track(self, spec: Any) -> str | None:
         """The component track measured on ``spec`` (None: off)."""
@@ -216,7 +229,7 @@ def _run(loaded: Any, data: S.EvalData, scorers: list[Any], ctx: Any, ignore: tu
         protocols=protocols if scorers else (), eval_at=opts.eval_at, fpr_rule=opts.fpr_rule or spec.fpr_rule,
         segmentation=spec.has_class_labels, void_label=not spec.void_is_normal,
         class_names=tuple(spec.class_names or loaded.checkpoint.get("class_names") or ()) or None, tta=opts.tta,
-        skip_without_anomaly=opts.skip_without_anomaly)
+        skip_without_anomaly=opts.skip_without_anomaly, window=opts.window)
     track = opts.track(spec) if scorers else None
     cache = ComponentCache([s.name for s in scorers]) if track else None
     writer = _export_writer(opts, spec)

@@ -88,6 +88,23 @@ def eval_transform(eval_at: str, size_wh: tuple[int, int] | None, contract_size:
     return EvalTransform()
 
 
+def inference_transform(eval_at: str, size_wh: tuple[int, int] | None, contract_size: tuple[int, int] | None,
+                        inference: str | None, tile: Any, overlap: float, blend: str
+                        ) -> tuple[Any, Any, dict[str, Any]]:
+    """``(transform, window or None, record)`` of ``--inference whole|resize|slide`` (default: resize to the
+    contract's size when it has one, else whole), for :func:`eval_transform` and
+    :func:`anomalyseg.engine.tta.forward`; ``record`` is the ``inference`` entry of results."""
+    from anomalyseg.engine.slide import resolve_inference
+
+    mode, resize_hw, window = resolve_inference(inference, tile, overlap, blend, contract_size)
+    if window is not None and eval_at == "model":
+        raise UserError("--inference slide runs on the full-resolution image: use --eval-at label with it")
+    transform = eval_transform(eval_at, size_wh, resize_hw)
+    record = window.describe() if window is not None else {"mode": mode, "tile_hw": list(resize_hw) if resize_hw
+                                                           else None}
+    return transform, window, record
+
+
 def class_ids(text: str, spec: DatasetSpec) -> list[int]:
     """``other,unlabeled`` / ``3,0`` -> known class ids of ``spec`` (names case-insensitive, '_' for spaces)."""
     if not text.strip():

@@ -1,0 +1,73 @@
+"""``anomalyseg predict``: argument parsing and printing around :func:`anomalyseg.workflows.predict.predict`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from anomalyseg.argtypes import size_wh
+
+EPILOG = """\
+examples:
+  anomalyseg predict --checkpoint runs/r50 photos/ --out predictions/
+  anomalyseg predict --checkpoint enet.pt 'shots/**/*.jpg' --recursive --scorers max_logit,energy \\
+      --threshold tpr95 --results results/enet_road_anomaly.json --out predictions/
+  anomalyseg predict --checkpoint enet.pt big_photo.png --inference slide --tile 512x1024 --overlap 0.33 \\
+      --out predictions/
+
+INPUTS: image files, folders (--recursive: with subfolders) and glob patterns; videos are skipped (extract
+frames first). Every output is at each image's native resolution: scores/<scorer>/<stem>.npy (float32),
+heatmaps/ and overlays/<scorer>/<stem>.png, masks/<scorer>/<stem>.png (binary, when --threshold is given),
+segmentation/<stem>.png, predictions.csv (per image: anomaly fraction at the threshold, max score) and
+index.html. --threshold tpr95|best_f1 reads the pooled operating point from --results (an evaluate results
+JSON of the same checkpoint). A rerun skips images whose outputs all exist (--force redoes them).
+Exit status: 0 when every image was predicted; 1 when some files could not be read (they are skipped and
+named); 2 on an error (nothing found, none readable, bad option).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` subcommand."""
+    from anomalyseg.cli.evaluate import inference_arguments
+
+    p = subparsers.add_parser(
+        "predict", help="anomaly score maps, masks and segmentations of unlabelled images",
+        description="Run a checkpoint and its scorers on images; write every map at the image's native resolution.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file or run folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--scorers", default="max_logit", help="NAME[:KEY=VALUE...],... (default: max_logit)")
+    p.add_argument("--threshold", metavar="T", help="a number, or tpr95 / best_f1 from --results (default: none: "
+                   "no masks)")
+    p.add_argument("--results", metavar="RESULTS.json", help="evaluate results of this checkpoint (for --threshold)")
+    p.add_argument("--recursive", action="store_true", help="search folders (and ** patterns) recursively")
+    p.add_argument("--size", type=size_wh, metavar="WxH", help="resize the model input to fit WxH (aspect kept)")
+    inference_arguments(p)
+    p.add_argument("--tta", metavar="SPEC", help="test-time augmentation, e.g. scales=0.75,1.0,1.25,flip")
+    p.add_argument("--input-contract", metavar="SPEC", help="override keys of the checkpoint's input contract")
+    p.add_argument("--states", metavar="PATH", help="fitted scorer states (default: <checkpoint stem>.scorers.pt)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="redo images whose outputs exist")
+    p.set_defaults(func=handle_predict)
+
+
+def handle_predict(args: argparse.Namespace) -> int:
+    from anomalyseg.workflows.predict import predict
+
+    s = predict(args.checkpoint, args.inputs, args.out, scorers=args.scorers, threshold=args.threshold,
+                results=args.results, recursive=args.recursive, size=args.size, inference=args.inference,
+                tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta,
+                input_contract=args.input_contract, states=args.states, device=args.device, force=args.force,
+                progress=not args.no_progress)
+    print(f"predicted {len(s.predicted)} image(s)" + (f", kept {len(s.kept)} done before" if s.kept else "")
+          + f"; wrote {s.out}/ (index.html, predictions.csv)")
+    if s.skipped_videos:
+        print(f"skipped {len(s.skipped_videos)} video(s)", file=sys.stderr)
+    if s.failed:
+        print(f"anomalyseg: warning: {len(s.failed)} file(s) could not be read and were skipped:", file=sys.stderr)
+        for path, why in s.failed:
+            print(f"  {path}: {why}", file=sys.stderr)
+        return 1
+    return 0

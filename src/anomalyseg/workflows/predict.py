@@ -1,0 +1,324 @@
+"""The ``predict`` workflow: a checkpoint on unlabelled images (files, folders, glob patterns), every output
+at each image's NATIVE resolution.
+
+Per image and scorer: ``scores/<scorer>/<stem>.npy`` (float32), ``heatmaps/<scorer>/<stem>.png``,
+``overlays/<scorer>/<stem>.png`` (photo, translucent score, detected region outlined), ``masks/<scorer>/
+<stem>.png`` (binary at the threshold, when one is known); per image ``segmentation/<stem>.png`` (the
+prediction in the model's class palette); ``predictions.csv`` (anomaly fraction at the threshold, max score)
+and ``index.html`` (a plain listing). Preprocessing, forward pass and scorers are the ones ``evaluate`` uses
+(:func:`anomalyseg.workflows.session.inference_transform`, :func:`anomalyseg.engine.tta.forward`,
+:func:`anomalyseg.scoring.scorers_from_spec`), so predict's maps equal ``evaluate --save-scores`` maps at the
+label resolution. Streams one image at a time; a rerun skips images whose outputs all exist (``force`` redoes);
+unreadable files are skipped and named in the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import html
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anomalyseg.errors import UserError
+from anomalyseg.files import atomic_write, check_output
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+CSV_NAME = "predictions.csv"
+
+
+@dataclass
+class PredictSummary:
+    """What one ``predict`` run did."""
+
+    out: Path
+    predicted: list[str] = field(default_factory=list)  # stems predicted now
+    kept: list[str] = field(default_factory=list)  # stems whose outputs existed (rerun without force)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of unreadable files
+    skipped_videos: list[str] = field(default_factory=list)
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    inference: dict[str, Any] = field(default_factory=dict)
+
+
+def collect_inputs(inputs: str | Path | list[str | Path], recursive: bool = False) -> tuple[list[Path], list[Path]]:
+    """``(images, videos)`` named by files, folders (``recursive``: and their subfolders) and glob patterns."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    found: list[Path] = []
+    for item in items:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            found += sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file())
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(text):
+            found += sorted(Path(p) for p in glob.glob(text, recursive=recursive) if Path(p).is_file())
+        else:
+            raise UserError(f"input {text} does not exist (give image files, folders or glob patterns)")
+    images = list(dict.fromkeys(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES))
+    videos = list(dict.fromkeys(p for p in found if p.suffix.lower() in VIDEO_SUFFIXES))
+    return images, videos
+
+
+def _stems(paths: list[Path]) -> list[str]:
+    """File-name-safe stems, unique (a repeated stem gets ``_2``, ``_3``, ...)."""
+    from anomalyseg.viz.samples import safe_name
+
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        stem = safe_name(p.stem)
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return out
+
+
+def thresholds_for(names: list[str], threshold: str | float | None, results: str | Path | None,
+                   sha256: str) -> dict[str, float | None]:
+    """Each scorer's threshold: a number as given, ``tpr95`` / ``best_f1`` from ``results`` (an ``evaluate``
+    results JSON of the same checkpoint), None without one (no masks)."""
+    from anomalyseg.viz.samples import results_threshold
+
+    if threshold is None:
+        return {n: None for n in names}
+    record = None
+    if not isinstance(threshold, (int, float)) and str(threshold) in ("tpr95", "best_f1"):
+        if results is None:
+            raise UserError(f"--threshold {threshold} comes from an evaluation: give --results RESULTS.json "
+                            "(the --out of `anomalyseg evaluate` with this checkpoint), or a number")
+        from anomalyseg.report.results import read_results
+
+        record = read_results(results)
+        theirs = (record.get("checkpoint") or {}).get("sha256")
+        if theirs != sha256:
+            raise UserError(f"{results} holds results of another checkpoint (sha256 {str(theirs)[:12]}..., this "
+                            f"one {sha256[:12]}...): its thresholds do not apply; evaluate this checkpoint")
+    return {n: results_threshold(record, n, str(threshold))[0] for n in names}
+
+
+def predict(
+    checkpoint: str | Path,
+    inputs: str | Path | list[str | Path],
+    out: str | Path,
+    *,
+    scorers: str = "max_logit",
+    threshold: str | float | None = None,
+    results: str | Path | None = None,
+    recursive: bool = False,
+    size: tuple[int, int] | None = None,
+    inference: str | None = None,
+    tile: str | tuple[int, int] | None = None,
+    overlap: float = 0.33,
+    blend: str = "mean",
+    tta: str | None = None,
+    input_contract: str | None = None,
+    states: str | Path | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict every image of ``inputs`` into ``out`` (see the module doc); returns a :class:`PredictSummary`.
+
+    ``size`` (width, height): the model input fits inside it (aspect kept); ``inference``: ``whole`` /
+    ``resize`` / ``slide`` as in ``evaluate`` (default: resize to the contract's size when it has one, else
+    whole). Raises a one-line UserError when no image is found or none could be read.
+    """
+    import torch
+
+    from anomalyseg.checkpoints.reload import load_model
+    from anomalyseg.checkpoints.scorer_states import default_states_path, load_fitted
+    from anomalyseg.engine.distributed import resolve_device
+    from anomalyseg.engine.tta import TTA
+    from anomalyseg.progress import progress_bar
+    from anomalyseg.scoring import scorers_from_spec
+    from anomalyseg.workflows import session as S
+
+    images, videos = collect_inputs(inputs, recursive)
+    for v in videos:
+        log.warning("skipping video %s: predict reads still images (extract frames first, e.g. with ffmpeg)", v)
+    if not images:
+        shown = ", ".join(str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs))
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {shown}"
+                        + ("" if recursive else " (add --recursive for subfolders)"))
+    out = check_output(out, "--out", folder=True)
+    scorers_from_spec(scorers)  # names checked before the model is loaded
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, dev, contract=input_contract)
+    made = scorers_from_spec(scorers, void_index=loaded.contract.void_index)
+    S.check_void(made, loaded.num_outputs)
+    load_fitted(made, Path(states) if states else default_states_path(loaded.path), loaded.sha256)
+    names = [s.name for s in made]
+    summary = PredictSummary(out, thresholds=thresholds_for(names, threshold, results, loaded.sha256),
+                             skipped_videos=[str(v) for v in videos])
+    transform, window, summary.inference = S.inference_transform("label", size, loaded.contract.size, inference,
+                                                                 tile, overlap, blend)
+    tta_obj = TTA.parse(tta)
+    needs_features = any(s.needs_features for s in made)
+    palette = _palette(loaded)
+    rows = []
+    bar = progress_bar(total=len(images), desc="predict", unit="image", disable=not progress, dynamic_ncols=True)
+    try:
+        for path, stem in zip(images, _stems(images)):
+            bar.update(1)
+            files = _files(out, stem, names, summary.thresholds)
+            if not force and all(f.exists() for f in files.values()):
+                summary.kept.append(stem)
+                rows.append(_row_from_disk(path, stem, names, files, summary.thresholds))
+                continue
+            photo = _read(path, summary)
+            if photo is None:
+                continue
+            H, W = photo.shape[:2]
+            image = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
+            x, _ = transform(image, torch.zeros(H, W, dtype=torch.uint8))
+            with torch.no_grad():
+                output = forward_one(loaded.model, x, dev, (H, W), tta_obj, window, needs_features)
+                pred = output.logits.max(1).indices[0].cpu().numpy()
+                maps = {s.name: s.score(output)[0].float().cpu().numpy().astype(np.float32) for s in made}
+            _write_image(files["segmentation"], _colorize(pred, palette))
+            row: dict[str, Any] = {"file": str(path), "stem": stem, "height": H, "width": W}
+            for name, score in maps.items():
+                row.update(_write_scorer(photo, score, name, summary.thresholds[name], files))
+            rows.append(row)
+            summary.predicted.append(stem)
+    finally:
+        bar.close()
+        if rows:
+            _write_csv(out / CSV_NAME, rows, names)
+            _write_index(out, rows, names, summary)
+    if not rows:
+        raise UserError(f"none of the {len(images)} image(s) could be read: "
+                        + "; ".join(f"{p}: {why}" for p, why in summary.failed[:3]))
+    return summary
+
+
+def forward_one(model: Any, x: Any, device: Any, size: tuple[int, int], tta: Any, window: Any,
+                features: bool) -> Any:
+    """One image's model output at ``size`` (the one forward of every command)."""
+    from anomalyseg.engine.tta import forward
+
+    return forward(model, x[None].to(device), size, tta=tta, return_features=features, window=window)
+
+
+def _read(path: Path, summary: PredictSummary) -> np.ndarray | None:
+    from anomalyseg.data.io import DECODE_ERRORS, read_image
+
+    try:
+        return read_image(path)
+    except DECODE_ERRORS as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        summary.failed.append((str(path), why))
+        log.warning("skipping %s: cannot read it (%s)", path, why)
+        return None
+
+
+def _palette(loaded: Any) -> list[tuple[int, int, int]]:
+    from anomalyseg.viz.colors import class_palette
+
+    names = list(loaded.contract.class_names or loaded.checkpoint.get("class_names") or [])
+    if len(names) != loaded.num_outputs:
+        names = [f"class_{i}" for i in range(loaded.num_outputs)]
+    return class_palette(names, loaded.contract.void_index)
+
+
+def _colorize(pred: np.ndarray, palette: list[tuple[int, int, int]]) -> np.ndarray:
+    from anomalyseg.viz.colors import colorize
+
+    return colorize(pred, palette)
+
+
+def _files(out: Path, stem: str, names: list[str], thresholds: dict[str, float | None]) -> dict[str, Path]:
+    files = {"segmentation": out / "segmentation" / f"{stem}.png"}
+    for n in names:
+        for kind, ext in (("scores", "npy"), ("heatmaps", "png"), ("overlays", "png")):
+            files[f"{kind}/{n}"] = out / kind / n / f"{stem}.{ext}"
+        if thresholds[n] is not None:
+            files[f"masks/{n}"] = out / "masks" / n / f"{stem}.png"
+    return files
+
+
+def _write_image(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    atomic_write(path, lambda fh: Image.fromarray(rgb).save(fh, format="PNG"))
+
+
+def _heat(score: np.ndarray) -> np.ndarray:
+    """The score map in the package's score colormap, stretched over its own 1st..99th percentile."""
+    from matplotlib import colormaps
+
+    from anomalyseg.viz.colors import SCORE_CMAP
+
+    finite = score[np.isfinite(score)]
+    lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    scaled = np.clip((score - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+    return (colormaps[SCORE_CMAP](np.nan_to_num(scaled))[..., :3] * 255).round().astype(np.uint8)
+
+
+def _write_scorer(photo: np.ndarray, score: np.ndarray, name: str, threshold: float | None,
+                  files: dict[str, Path]) -> dict[str, Any]:
+    from anomalyseg.viz.colors import DETECTION_COLORS, boundary, overlay
+
+    atomic_write(files[f"scores/{name}"], lambda fh: np.save(fh, score))
+    heat = _heat(score)
+    _write_image(files[f"heatmaps/{name}"], heat)
+    shown = overlay(photo, heat, 0.45)
+    if threshold is not None:
+        detected = score > threshold
+        shown[boundary(detected)] = DETECTION_COLORS["detected"]
+        _write_image(files[f"masks/{name}"], (detected * 255).astype(np.uint8))
+    _write_image(files[f"overlays/{name}"], shown)
+    return _stats(score, name, threshold)
+
+
+def _stats(score: np.ndarray, name: str, threshold: float | None) -> dict[str, Any]:
+    frac = float((score > threshold).mean()) if threshold is not None else None
+    return {f"{name}_max": float(np.nanmax(score)), f"{name}_anomaly_fraction": frac}
+
+
+def _row_from_disk(path: Path, stem: str, names: list[str], files: dict[str, Path],
+                   thresholds: dict[str, float | None]) -> dict[str, Any]:
+    row: dict[str, Any] = {"file": str(path), "stem": stem}
+    for n in names:
+        score = np.load(files[f"scores/{n}"])
+        row["height"], row["width"] = score.shape
+        row.update(_stats(score, n, thresholds[n]))
+    return row
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], names: list[str]) -> None:
+    cols = ["file", "stem", "height", "width"] + [f"{n}_{k}" for n in names for k in ("anomaly_fraction", "max")]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in cols})
+    atomic_write(path, buf.getvalue())
+
+
+def _write_index(out: Path, rows: list[dict[str, Any]], names: list[str], summary: PredictSummary) -> None:
+    e = html.escape
+    head = "".join(f"<th>{e(n)}</th>" for n in names)
+    body = []
+    for r in rows:
+        cells = "".join(
+            f'<td><a href="overlays/{e(n)}/{e(r["stem"])}.png"><img src="overlays/{e(n)}/{e(r["stem"])}.png" '
+            f'width="320"></a><br>max {r.get(f"{n}_max", float("nan")):.4g}'
+            + ("" if r.get(f"{n}_anomaly_fraction") is None else f', anomaly {100 * r[f"{n}_anomaly_fraction"]:.2f} %')
+            + "</td>" for n in names)
+        body.append(f'<tr><td>{e(r["stem"])}<br><a href="segmentation/{e(r["stem"])}.png">segmentation</a></td>'
+                    f"{cells}</tr>")
+    thr = ", ".join(f"{n}: {'none' if v is None else f'{v:.6g}'}" for n, v in summary.thresholds.items())
+    page = ("<!doctype html><meta charset='utf-8'><title>anomalyseg predict</title>"
+            f"<h1>anomalyseg predict</h1><p>{len(rows)} images; thresholds {e(thr)}; "
+            f"<a href='{CSV_NAME}'>{CSV_NAME}</a></p>"
+            f"<table border='1' cellpadding='4'><tr><th>image</th>{head}</tr>{''.join(body)}</table>\n")
+    atomic_write(out / "index.html", page)

@@ -1,0 +1,106 @@
+"""``anomalyseg predict``: its score maps equal ``evaluate --save-scores`` maps at the label resolution; the
+bad inputs give one readable line; a rerun keeps finished images."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.engine.test_evaluate import make_checkpoint, make_tree
+
+from anomalyseg.cli import main
+from anomalyseg.errors import UserError
+from anomalyseg.workflows.evaluate import evaluate
+from anomalyseg.workflows.predict import predict
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("predict")
+    tree = make_tree(base / "sh")
+    ckpt = make_checkpoint(base / "tiny.pt")
+    images = next(p for p in tree.rglob("images") if p.is_dir() and any(p.rglob("t5")))
+    return {"base": base, "tree": tree, "ckpt": ckpt, "images": images / "test"}
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "predictions.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("inference", [None, "slide"])
+def test_predict_equals_evaluate_save_scores(setup, tmp_path, inference):
+    kw = {"inference": inference, "tile": "32x48"} if inference else {}
+    evaluate(setup["ckpt"], setup["tree"], tmp_path / "r.json", scorers="max_logit,energy", device="cpu",
+             workers=0, progress=False, save_scores=tmp_path / "saved", eval_at="label", **kw)
+    out = tmp_path / "pred"
+    s = predict(setup["ckpt"], setup["images"], out, scorers="max_logit,energy", recursive=True, device="cpu",
+                threshold="tpr95", results=tmp_path / "r.json", progress=False, **kw)
+    assert len(s.predicted) == 5 and not s.failed
+    rows = _rows(out)
+    assert len(rows) == 5
+    for row in rows:
+        town, idx = Path(row["file"]).parent.name, Path(row["file"]).stem
+        for name in ("max_logit", "energy"):
+            ours = np.load(out / "scores" / name / f"{row['stem']}.npy")
+            theirs = np.load(tmp_path / "saved" / "streethazards" / name / town / f"{idx}.npy")
+            assert ours.dtype == np.float32 and ours.shape == theirs.shape
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+            for kind in ("heatmaps", "overlays", "masks"):
+                assert (out / kind / name / f"{row['stem']}.png").is_file()
+        assert (out / "segmentation" / f"{row['stem']}.png").is_file()
+        assert 0.0 <= float(row["max_logit_anomaly_fraction"]) <= 1.0
+    assert (out / "index.html").read_text().count("<tr>") == 6
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["input"]["inference"]["mode"] == (inference or "whole")
+    # a rerun keeps the finished images, --force redoes them
+    again = predict(setup["ckpt"], setup["images"], out, scorers="max_logit,energy", recursive=True, device="cpu",
+                    threshold="tpr95", results=tmp_path / "r.json", progress=False, **kw)
+    assert len(again.kept) == 5 and not again.predicted and len(_rows(out)) == 5
+
+
+def test_corrupt_image_is_skipped_and_named(setup, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in sorted(setup["images"].rglob("*.png"))[:2]:
+        (folder / f"{p.parent.name}_{p.name}").write_bytes(p.read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "clip.mp4").write_bytes(b"")
+    code = main(["predict", "--checkpoint", str(setup["ckpt"]), str(folder), "--out", str(tmp_path / "o"),
+                 "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "1 file(s) could not be read" in err and "broken.png" in err and "1 video" in err
+    assert len(_rows(tmp_path / "o")) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["EMPTY"], "no images"),
+    (["IMAGES", "--scorers", "nonsense"], "nonsense"),
+    (["IMAGES", "--threshold", "tpr95"], "give --results"),
+    (["IMAGES", "--threshold", "tpr95", "--results", "OTHER"], "another checkpoint"),
+    (["IMAGES", "--scorers", "sml"], "fit-scorers"),
+    (["MISSING"], "does not exist"),
+])
+def test_bad_inputs_one_line(setup, tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    if "OTHER" in argv:
+        evaluate(make_checkpoint(tmp_path / "other.pt", seed=3), setup["tree"], other, scorers="max_logit",
+                 device="cpu", workers=0, progress=False, limit=1, force=True)
+    subs = {"EMPTY": str(tmp_path / "empty"), "IMAGES": str(setup["images"] / "t5"), "OTHER": str(other),
+            "MISSING": str(tmp_path / "nope")}
+    code = main(["predict", "--checkpoint", str(setup["ckpt"]), *[subs.get(a, a) for a in argv],
+                 "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("anomalyseg: error:") and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_python_api_no_images(tmp_path):
+    with pytest.raises(UserError, match="no images"):
+        predict("x.pt", tmp_path, tmp_path / "o")
