@@ -7,6 +7,8 @@ batch already on the device. Floor: the pipeline is >= 2x faster than the model 
     python benchmarks/train.py                                   # small model, CPU, synthetic 480x270 data
     python benchmarks/train.py --model deeplabv3_resnet50 --crop 512 512 --batch 8 --device cuda --amp bf16 \
         --channels-last --size 1280x720 --workers 8               # the seed's model on a GPU
+    python benchmarks/train.py --model hiera_base_fpn --compare deeplabv3plus_resnet50 --crop 512 512 --batch 1 \
+        --steps 3                                                 # model step time next to another model's
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
+                   help="also time the model step of these models on the same batch (same crop, batch, device)")
     args = p.parse_args()
     device = torch.device(args.device)
 
@@ -119,12 +123,24 @@ def main() -> None:
         pipe = bench_pipeline(loader, args.steps)
         step = bench_model(model, criterion, optimizer, batch, device, args.amp, args.channels_last, args.steps)
         both = bench_both(model, criterion, optimizer, loader, device, args.amp, args.channels_last, args.steps)
+        steps = {args.model: step}
+        for name in args.compare:
+            other = build_model_from_config(ModelConfig(name=name, pretrained=args.pretrained), 13).to(device)
+            other_opt = torch.optim.AdamW(other.parameters(), lr=1e-4)
+            steps[name] = bench_model(other, criterion, other_opt, batch, device, args.amp, args.channels_last,
+                                      args.steps)
+            del other, other_opt
 
     print(f"\n{args.model} on {device} ({torch.get_num_threads()} threads), crop {args.crop[0]}x{args.crop[1]}, "
           f"batch {args.batch}, {args.workers} workers, amp {args.amp}")
     print(f"{'input pipeline':>16} {'model step':>12} {'together':>10} {'pipeline/model':>16}")
     print(f"{pipe:13.1f} im/s {step:7.1f} im/s {both:5.1f} im/s {pipe / step:15.1f}x")
     print("floor: pipeline >= 2x the model step:", "met" if pipe >= 2 * step else "NOT met")
+    if args.compare:
+        print(f"\nmodel step (forward + loss + backward + AdamW), crop {args.crop[0]}x{args.crop[1]}, "
+              f"batch {args.batch}:")
+        for name, rate in steps.items():
+            print(f"{name:>34} {args.batch / rate:8.2f} s/step {rate:7.2f} im/s")
 
 
 if __name__ == "__main__":

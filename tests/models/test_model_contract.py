@@ -108,7 +108,8 @@ def test_attributes_and_input_contract(built):
         assert build_model(built.name, NUM_CLASSES).has_aux == built.name.startswith("deeplabv3_")
     assert isinstance(built.feature_names, tuple) and built.default_feature in built.feature_names
     expected_default = "layer3" if "resnet" in built.name else {
-        "lraspp": "high", "segformer": "stage3", "enet": "encoder", "erfnet": "encoder"}.get(
+        "lraspp": "high", "segformer": "stage3", "hiera": "stage3", "sam2": "stage3", "enet": "encoder",
+        "erfnet": "encoder"}.get(
         built.name.split("_")[0], "stage4")
     assert built.default_feature == expected_default
     assert built.feature_strides[built.default_feature] in (8, 16)  # a mid-level map

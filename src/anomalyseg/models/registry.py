@@ -38,7 +38,7 @@ class ModelSpec:
     """A registry entry.
 
     Attributes:
-        family: "torchvision", "smp", "transformers" (the library that builds it), "anomalyseg" (written
+        family: "torchvision", "smp", "transformers", "timm" (the library that builds it), "anomalyseg" (written
             here, no pretrained weights to fetch) or "user" (:func:`register_model` / an entry point).
         builder: for the package's own entries, ``"module:function"`` (a constant of this file, never from
             a file) whose call with ``args`` returns the factory; for "user" entries, the user's factory
@@ -74,6 +74,7 @@ class ModelSpec:
 _TV = "anomalyseg.models.tv"
 _SMP = "anomalyseg.models.smp_models"
 _HF = "anomalyseg.models.segformer"
+_HIERA = "anomalyseg.models.hiera"
 _OWN = "anomalyseg.models"
 _NO_WEIGHTS = "none (train from scratch, or import a trained checkpoint: anomalyseg.checkpoints.import_checkpoint)"
 
@@ -110,6 +111,20 @@ MODELS: dict[str, ModelSpec] = {
             f"ImageNet MiT-{size.upper()} (HF nvidia/mit-{size})",
             f"SegFormer-{size.upper()}, Mix Transformer encoder + all-MLP decoder (needs transformers)")
         for size in ("b0", "b1", "b2", "b3", "b4", "b5")
+    },
+    **{
+        f"{prefix}{size}_fpn": ModelSpec(
+            "timm", f"{_HIERA}:build_hiera", (arch, tag), False,
+            f"{source} (timm {arch}.{tag}, HF Hub)",
+            f"{title}-{size.replace('_plus', '+').title()} encoder (timm) + Semantic-FPN head, any input size")
+        for prefix, title, source, sizes in (
+            ("hiera_", "Hiera", "ImageNet-1k MAE + fine-tune, CC-BY-NC-4.0",
+             {s: (f"hiera_{s}_224", "mae_in1k_ft_in1k") for s in ("tiny", "small", "base", "base_plus")}),
+            ("sam2_hiera_", "SAM2-Hiera", "SAM 2.1 image encoder trunk, SA-1B",
+             {s: (f"sam2_hiera_{s}", "fb_r1024_2pt1" if s == "large" else "fb_r896_2pt1")
+              for s in ("tiny", "small", "base_plus", "large")}),
+        )
+        for size, (arch, tag) in sizes.items()
     },
     "enet": ModelSpec(
         "anomalyseg", f"{_OWN}.enet:build_enet", (), True, _NO_WEIGHTS,
@@ -264,6 +279,12 @@ def _weights_location(spec: ModelSpec) -> tuple[bool, str | None, str]:
             return pt.package_installed(LITE_PACKAGES[encoder.rsplit("_", 1)[-1]][0]), None, "package"
         repo, revision = pt.smp_encoder_repo(encoder)
         here = pt.hf_cached(repo, ("config.json",), revision) and pt.hf_cached(repo, ("model.safetensors",), revision)
+        return here, f"{pt.hf_endpoint()}/{repo}", "hf"
+    if spec.family == "timm":
+        from anomalyseg.models.hiera import hiera_weights_repo
+
+        repo = hiera_weights_repo(*spec.args)
+        here = pt.hf_cached(repo, ("model.safetensors", "pytorch_model.bin"))
         return here, f"{pt.hf_endpoint()}/{repo}", "hf"
     from anomalyseg.models.segformer import segformer_repo
 
