@@ -49,7 +49,7 @@ def handle(args: argparse.Namespace) -> int:
     r = export_onnx(args.checkpoint, args.out, scorers=args.scorers, size=args.size, opset=args.opset,
                     force=args.force, contract=args.input_contract, states=args.states,
                     dynamic_batch=not args.fixed_batch)
-    print(f"wrote {r.path} (input image uint8 Nx3x{r.size[0]}x{r.size[1]}; outputs {', '.join(r.outputs)}; "
+    print(f"wrote {r.path} (input image uint8 {r.batch}x3x{r.size[0]}x{r.size[1]}; outputs {', '.join(r.outputs)}; "
           f"opset {r.opset}; onnxruntime vs PyTorch: max |diff| {r.max_abs_diff:.1e}, "
           f"{r.differing:.3%} of values beyond 1e-4; {r.seconds:.0f} s)")
     return 0

@@ -51,6 +51,7 @@ class ExportResult:
 
     path: Path
     size: tuple[int, int]  # (H, W) of the graph's input
+    batch: str  # "N" (any) or "1"
     outputs: list[str]
     opset: int
     max_abs_diff: float  # onnxruntime vs PyTorch on two random images, over every output
@@ -167,8 +168,8 @@ def export_onnx(
     hw = resolve_size(loaded.contract.size, size, loaded.path)
     names = [LOGITS_NAME, *(f"score_{s.name}" for s in made)]
     _export(graph, made, out, hw, names, opset, dynamic_batch)
-    diff, frac = check_onnx(graph, out, hw, names) if check else (float("nan"), float("nan"))
-    result = ExportResult(out, hw, names, opset, diff, frac, time.perf_counter() - start)
+    diff, frac = check_onnx(graph, out, hw, names, 2 if dynamic_batch else 1) if check else (float("nan"), float("nan"))
+    result = ExportResult(out, hw, "N" if dynamic_batch else "1", names, opset, diff, frac, time.perf_counter() - start)
     log.debug("exported %s with %s to %s (input %dx%d, opset %d, max |onnxruntime - PyTorch| %.2e)",
              loaded.path, ", ".join(s.name for s in made), out, hw[0], hw[1], opset, diff)
     return result
@@ -294,8 +295,9 @@ def compare(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], names: Seq
     return worst, over / max(total, 1)
 
 
-def check_onnx(graph: nn.Module, path: Path, hw: tuple[int, int], names: list[str]) -> tuple[float, float]:
-    """onnxruntime vs PyTorch on a random batch of two images: (max |diff|, fraction of values > TOLERANCE).
+def check_onnx(graph: nn.Module, path: Path, hw: tuple[int, int], names: list[str], batch: int = 2
+               ) -> tuple[float, float]:
+    """onnxruntime vs PyTorch on ``batch`` random images: (max |diff|, fraction of values > TOLERANCE).
 
     Models with an argmax inside (ENet's max-unpooling reuses max-pool indices) move a value to another pixel
     where two pooled values are within float32 rounding of each other; PyTorch with another convolution kernel
@@ -304,7 +306,7 @@ def check_onnx(graph: nn.Module, path: Path, hw: tuple[int, int], names: list[st
     """
     import numpy as np
 
-    image = np.random.default_rng(0).integers(0, 256, (2, 3, *hw), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (batch, 3, *hw), dtype=np.uint8)
     ours, theirs = run_both(graph, onnx_session(path), image)
     worst, frac = compare(ours, theirs, names)
     if frac > MAX_DIFFERING:
