@@ -35,6 +35,18 @@ def size_at_most(max_side: int) -> Callable[[str], tuple[int, int]]:
 size_wh = size_at_most(MAX_SIDE)
 
 
+def size_hw(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> ``(512, 1024)`` = (height, width), PyTorch order as in input contracts; each side in
+    ``1 .. MAX_SIDE``."""
+    match = _SIZE_RE.fullmatch(text)
+    if not match or min(int(match.group(1)), int(match.group(2))) < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}")
+    height, width = int(match.group(1)), int(match.group(2))
+    if max(height, width) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"each side must be at most {MAX_SIDE} pixels, got {height}x{width}")
+    return height, width
+
+
 def _num(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 

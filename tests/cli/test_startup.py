@@ -31,8 +31,8 @@ def test_every_command_module_registers_and_is_thin():
     """Each command module registers at least one command with a one-line help and handlers; no help table
     is kept anywhere else (the root help is the modules' own registrations)."""
     full = _commands(cli.build_parser())
-    assert {"demo", "data", "models", "train", "evaluate", "fit-scorers", "predict", "import-checkpoint", "visualize",
-            "report", "sweep"} == set(full)
+    assert {"demo", "data", "models", "train", "evaluate", "fit-scorers", "predict", "import-checkpoint", "export",
+            "visualize", "report", "sweep"} == set(full)
     for name, (parser, help_text) in full.items():
         assert help_text and "\n" not in help_text, name
         assert callable(parser.get_default("func")), name

@@ -28,7 +28,8 @@ from anomalyseg.runtime import tune_cpu_allocator
 #: (adding its commands with their one-line helps) and thin handlers that parse, call ONE library function
 #: (:mod:`anomalyseg.workflows` and friends, which import torch) and print.
 COMMAND_MODULES: tuple[str, ...] = tuple(f"anomalyseg.cli.{m}" for m in (
-    "demo", "data", "models", "train", "evaluate", "predict", "checkpoints", "visualize", "report", "sweep"))
+    "demo", "data", "models", "train", "evaluate", "predict", "checkpoints", "export", "visualize", "report",
+    "sweep"))
 
 ROOT_EPILOG = """\
 examples:
