@@ -14,18 +14,24 @@ from anomalyseg.limits import MAX_SIDE
 _SIZE_RE = re.compile(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*")
 
 
+def _two_sides(text: str, order: str, example: str, max_side: int) -> tuple[int, int]:
+    """``"AxB"`` (also ``X`` or ``,``) -> ``(A, B)``, each in ``1 .. max_side``; ``order`` names A and B in the
+    messages (``WIDTHxHEIGHT`` / ``HEIGHTxWIDTH``)."""
+    match = _SIZE_RE.fullmatch(text)
+    if not match or min(int(match.group(1)), int(match.group(2))) < 1:
+        raise argparse.ArgumentTypeError(f"expected {order} such as {example}, got {text!r}")
+    first, second = int(match.group(1)), int(match.group(2))
+    if max(first, second) > max_side:
+        raise argparse.ArgumentTypeError(f"each side must be at most {max_side} pixels, got {first}x{second}")
+    return first, second
+
+
 def size_at_most(max_side: int) -> Callable[[str], tuple[int, int]]:
     """A converter for ``"1280x720"`` (also ``X`` or ``,``) -> ``(1280, 720)`` = (width, height), each side
     in ``1 .. max_side``."""
 
     def convert(text: str) -> tuple[int, int]:
-        match = _SIZE_RE.fullmatch(text)
-        if not match or min(int(match.group(1)), int(match.group(2))) < 1:
-            raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x720, got {text!r}")
-        width, height = int(match.group(1)), int(match.group(2))
-        if max(width, height) > max_side:
-            raise argparse.ArgumentTypeError(f"each side must be at most {max_side} pixels, got {width}x{height}")
-        return width, height
+        return _two_sides(text, "WIDTHxHEIGHT", "1280x720", max_side)
 
     convert.__name__ = "size_wh"  # argparse names the converter in "invalid ... value" messages
     return convert
@@ -38,13 +44,7 @@ size_wh = size_at_most(MAX_SIDE)
 def size_hw(text: str) -> tuple[int, int]:
     """``"512x1024"`` -> ``(512, 1024)`` = (height, width), PyTorch order as in input contracts; each side in
     ``1 .. MAX_SIDE``."""
-    match = _SIZE_RE.fullmatch(text)
-    if not match or min(int(match.group(1)), int(match.group(2))) < 1:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}")
-    height, width = int(match.group(1)), int(match.group(2))
-    if max(height, width) > MAX_SIDE:
-        raise argparse.ArgumentTypeError(f"each side must be at most {MAX_SIDE} pixels, got {height}x{width}")
-    return height, width
+    return _two_sides(text, "HEIGHTxWIDTH", "512x1024", MAX_SIDE)
 
 
 def _num(x: float) -> str:
