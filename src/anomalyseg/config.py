@@ -168,6 +168,7 @@ class ModelConfig:
     aux: bool | None = None  # None: the model's default
     aux_weight: float = 0.4
     options: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # a checkpoint whose weights start this run (fine-tuning; `train --init-from`)
 
 
 @bounded(lr=Bound(0, 10), weight_decay=Bound(0, 10), momentum=Bound(0, 1, hi_open=True),
@@ -230,6 +231,37 @@ class TrainConfig:
     progress: bool = True
 
 
+@bounded(p=Bound(0, 1), k=Bound(1, 64, ordered=True), scale_range=Bound(0, 1, lo_open=True, ordered=True),
+         blend_px=Bound(0, 64), weight=Bound(0, 100), margin_in=Bound(-1e4, 1e4), margin_out=Bound(-1e4, 1e4))
+@dataclass
+class OutlierExposureConfig:
+    """Anomaly-aware training (outlier exposure): paste outlier cutouts into training crops and add an outlier
+    loss on their pixels (label :data:`anomalyseg.constants.OUTLIER_LABEL`) to the closed-set loss.
+
+    ``source``: ``procedural`` (objects generated on the fly, a family disjoint from the synthetic test
+    anomalies), ``folder`` (RGBA PNG cutouts under ``root``) or ``coco`` (images under ``root`` + instance masks
+    of ``annotations``, classes of the target domain excluded: ``exclude_classes``, None = the dataset's
+    default list). Per training image with probability ``p``, ``k`` (uniform in ``[low, high]``) cutouts whose
+    longer side is ``scale_range`` x the crop's shorter side, edges feathered over ``blend_px`` pixels.
+    ``loss``: ``entropy`` (Chan et al. 2021), ``energy`` (PEBAL-style hinge, Tian et al. 2022) or ``rba``
+    (Nayal et al. 2023); ``weight`` / ``margin_in`` / ``margin_out``: None = the loss's paper default.
+    """
+
+    enabled: bool = False
+    source: Literal["procedural", "folder", "coco"] = "procedural"
+    root: str | None = None
+    annotations: str | None = None
+    exclude_classes: list[str] | None = None
+    p: float = 0.5
+    k: tuple[int, int] = (1, 3)
+    scale_range: tuple[float, float] = (0.05, 0.3)
+    blend_px: float = 2.0
+    loss: Literal["entropy", "energy", "rba"] = "entropy"
+    weight: float | None = None
+    margin_in: float | None = None
+    margin_out: float | None = None
+
+
 @dataclass
 class Config:
     """A training run: everything needed to reproduce it is in here (``config.yaml`` in the run dir)."""
@@ -239,6 +271,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    outlier_exposure: OutlierExposureConfig = field(default_factory=OutlierExposureConfig)
     out_dir: str = "runs"
     run_name: str | None = None  # None: <model>_<timestamp>
 
