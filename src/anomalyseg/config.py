@@ -171,7 +171,7 @@ class ModelConfig:
     init_from: str | None = None  # a checkpoint whose weights start this run (fine-tuning; `train --init-from`)
 
 
-@bounded(lr=Bound(0, 10), weight_decay=Bound(0, 10), momentum=Bound(0, 1, hi_open=True),
+@bounded(lr=Bound(0, 10, lo_open=True), weight_decay=Bound(0, 10), momentum=Bound(0, 1, hi_open=True),
          betas=Bound(0, 1, hi_open=True), backbone_lr_mult=Bound(0, 100), grad_clip_norm=Bound(0, 1e6, lo_open=True))
 @dataclass
 class OptimConfig:

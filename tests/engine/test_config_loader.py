@@ -212,7 +212,7 @@ def test_bounds_checked_for_configs_built_in_code():
     check_values(Config())
     with pytest.raises(UserError, match=r"config key 'data.crop_size': each value must be >= 1 and <= 8192"):
         check_values(Config(data=DataConfig(crop_size=(0, 0))))
-    with pytest.raises(UserError, match=r"config key 'optim.lr': must be >= 0 and <= 10, got nan"):
+    with pytest.raises(UserError, match=r"config key 'optim.lr': must be > 0 and <= 10, got nan"):
         check_values(Config(optim=OptimConfig(lr=float("nan"))))
 
 
@@ -232,3 +232,9 @@ def test_defaults_and_shipped_configs_are_in_range():
             load_sweep(path, ["scorer.energy.temperature=1"])
             continue
         load_config(path)
+
+
+def test_zero_learning_rate_is_refused():
+    """lr = 0 trains nothing while looking like a run: refused at the boundary, one line naming the key."""
+    with pytest.raises(UserError, match=r"config key 'optim.lr': must be > 0 and <= 10, got 0"):
+        load_config(None, ["optim.lr=0"])
