@@ -9,6 +9,9 @@ Any registered dataset with class labels trains the same way (``data.dataset``: 
 ...): its :class:`~anomalyseg.data.registry.DatasetSpec` gives the classes, the anomaly ids the leakage guard
 refuses and the held-out split; the checkpoint records them.
 
+``model.init_from`` (``train --init-from``) starts a new run from a checkpoint's weights only (fine-tuning);
+``outlier_exposure.enabled`` adds an outlier loss on pasted-outlier pixels (:mod:`anomalyseg.engine.oe_losses`).
+
 Resume continues EXACTLY: the checkpoint holds the optimizer / schedule / scaler states, each rank's RNG
 states, how many batches of the current epoch were consumed and the sum of their losses (the epoch's
 ``train_loss`` covers all of it); the resumed sampler replays the same order from there and augmentations
