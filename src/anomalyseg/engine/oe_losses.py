@@ -18,8 +18,7 @@ with the free energy ``E = -logsumexp(z)`` (the ``energy`` scorer),
 ``L = 0.5 (mean_in relu(E - m_in)^2 + mean_out relu(m_out - E)^2)``; defaults ``m_in = -12``, ``m_out = -6``,
 weight 0.1 (tianyu0207/PEBAL ``code/losses.py: energy_loss``, ``code/engine/trainer.py: loss += 0.1 * e_loss``).
 PEBAL's abstention (gambler) loss and its smoothness / sparsity regularisers are not part of this: the
-closed-set loss stays the cross-entropy, and PEBAL drops the 0.5 on batches without outliers, which here keeps
-its value so the loss scale does not jump.
+closed-set loss stays the cross-entropy.
 
 ``rba`` (Nayal et al., "RbA: Segmenting Unknown Regions Rejected by All", ICCV 2023): the same squared hinge on
 the RbA score ``s = -sum_k tanh(z_k)`` (the ``rba`` scorer), ``L = 0.5 (mean_in relu(s - m_in)^2 +
@@ -28,6 +27,7 @@ mean_out relu(m_out - s)^2)``; defaults ``m_in = 0``, ``m_out = 5``, weight 1 (N
 ``OUTLIER_LOSS_TARGET: nls``, ``SCORE_NORM: tanh``; the values of the released
 ``ckpts/swin_b_1dl_rba_ood_coco/config.yaml``). RbA's class scores are Mask2Former's one-vs-all mask scores;
 here they are the logits of a softmax model, whose common offset the cross-entropy leaves free and this loss sets.
+Both codes drop the factor 0.5 on batches without outlier pixels; here it stays, so the loss scale does not jump.
 
 The energy / RbA loss and their inlier hinge use the main logits only (an auxiliary head keeps its
 cross-entropy). Everything is computed in float32 (AMP-safe); a batch without outlier pixels gives an outlier
