@@ -69,7 +69,7 @@ def test_loss_decreases_and_grad_accumulation_equals_big_batch():
     train_one_epoch(a, crit, opt_a, DataLoader(data[:4], batch_size=4, collate_fn=collate_samples), Constant(), CPU,
                     0, num_batches=1, progress=False)
     train_one_epoch(b, crit, opt_b, DataLoader(data[:4], batch_size=2, collate_fn=collate_samples), Constant(), CPU,
-                    0, num_batches=2, grad_accum=2, progress=False, on_step=lambda n, loss: calls.append(n))
+                    0, num_batches=2, grad_accum=2, progress=False, on_step=lambda n, loss, terms: calls.append(n))
     assert calls == [2]  # one optimizer step after two batches
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)

@@ -7,7 +7,8 @@ reads it without executing code):
 ``optimizer, scheduler, scaler, epoch`` (epochs completed), ``step`` (optimizer steps done),
 ``batch_in_epoch`` (batches of the current epoch consumed; 0 at an epoch boundary), ``rng`` (one entry per
 rank), ``config`` (resolved, as a dict), ``best`` (best metric / epoch / validations without improvement),
-``history`` (one dict per validation), ``versions``.
+``history`` (one dict per validation), ``versions``; ``init_from`` (path, sha256, ... of the checkpoint whose
+weights started the run, or None) and ``outlier_exposure`` (the resolved outlier-loss settings, or None).
 """
 
 from __future__ import annotations

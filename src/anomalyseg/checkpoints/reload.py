@@ -2,7 +2,8 @@
 
 The architecture named in the checkpoint is looked up in the closed model registry
 (:func:`anomalyseg.models.build_model`): a name that the package or the user did not register is refused,
-so a checkpoint can never name code to run.
+so a checkpoint can never name code to run. :func:`init_weights` loads a checkpoint's weights into a model
+built for a new run (``train --init-from``: fine-tuning), with the same checks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import torch
 from torch import nn
 
 from anomalyseg.checkpoints.contract import InputContract, contract_from_checkpoint, resolve_contract
-from anomalyseg.checkpoints.io import file_sha256, load_checkpoint, load_model_state, resolve_checkpoint
+from anomalyseg.checkpoints.io import (
+    check_compatible,
+    file_sha256,
+    load_checkpoint,
+    load_model_state,
+    resolve_checkpoint,
+)
 from anomalyseg.errors import UserError
 
 
@@ -96,3 +103,26 @@ def _build(path: Path, ckpt: dict[str, Any], contract: InputContract) -> nn.Modu
     if not hasattr(model, "name"):
         model.name = cfg.name
     return model
+
+
+def init_weights(model: nn.Module, checkpoint: str | Path, *, model_name: str, class_names: Sequence[str],
+                 source: str = "model.init_from") -> dict[str, Any]:
+    """Load only the weights of ``checkpoint`` (file or run folder) into ``model``, the start of a fine-tuning run.
+
+    The checkpoint must hold a ``model_name`` model trained on exactly ``class_names``; an aux head may be
+    missing on either side. Anything else (missing file, other architecture or classes) is a one-line
+    UserError naming ``source``. Returns what the new run records: ``path, sha256, model_name, epoch, step``.
+    """
+    try:
+        path = resolve_checkpoint(checkpoint)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    ckpt = load_checkpoint(path)
+    where = f"{source} {path}"
+    check_compatible(ckpt, num_classes=len(class_names), model_name=model_name, source=where)
+    stored = ckpt.get("class_names")
+    if stored is not None and list(stored) != list(class_names):
+        raise UserError(f"{where} was trained on classes {list(stored)}, not the dataset's classes {list(class_names)}")
+    load_model_state(model, ckpt["model"], source=where)
+    return {"path": str(path.resolve()), "sha256": file_sha256(path), "model_name": ckpt.get("model_name"),
+            "epoch": ckpt.get("epoch"), "step": ckpt.get("step")}

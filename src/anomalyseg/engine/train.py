@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,8 @@ from anomalyseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-StepCallback = Callable[[int, float | None], None]
+#: ``on_step(batches_done, loss, terms)``: see :func:`train_one_epoch`.
+StepCallback = Callable[[int, float | None, Mapping[str, float]], None]
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -85,13 +86,17 @@ def train_one_epoch(
     """Train over batches ``start_batch .. num_batches-1`` of ``loader`` (which starts at ``start_batch``).
 
     One optimizer step per ``grad_accum`` batches; ``scheduler.step()`` after each. ``on_step(batches_done,
-    loss)`` is called after every optimizer step (``loss``: mean over the last ``log_every`` steps on those
-    steps, else None, so the loop syncs with the device only every ``log_every`` steps). Returns the mean loss.
+    loss, terms)`` is called after every optimizer step (``loss``: mean over the last ``log_every`` steps on those
+    steps, else None, so the loop syncs with the device only every ``log_every`` steps). A criterion with a
+    ``last_terms`` mapping (detached scalar tensors of its last call, e.g. the parts of an outlier-exposure
+    loss) has them averaged over the same window: ``terms``, empty on the steps without a loss. Returns the mean
+    loss.
     """
     model.train()
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
     window = torch.zeros((), device=device)
+    window_terms: dict[str, torch.Tensor] = {}  # the criterion's last_terms, summed like window
     running = epoch_loss if epoch_loss is not None else EpochLoss()
     # float32 like the losses; a saved sum is a float32 value, so a resumed epoch adds up bit-identically
     total = torch.full((), float(running.total), dtype=torch.float32, device=device)
@@ -114,6 +119,8 @@ def train_one_epoch(
             loss = criterion(output, target)
             scaler.scale(loss / grad_accum).backward()
         window += loss.detach()
+        for key, value in getattr(criterion, "last_terms", {}).items():
+            window_terms[key] = window_terms[key] + value if key in window_terms else value.clone()
         total += loss.detach()
         running.count += 1
         window_n += 1
@@ -129,16 +136,18 @@ def train_one_epoch(
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        shown = None
+        shown, terms = None, {}
         if log_every and (batch_idx // grad_accum) % log_every == 0:
-            shown = float(window / max(window_n, 1))
+            means = (torch.stack([window, *window_terms.values()]) / max(window_n, 1)).tolist()  # one sync
+            shown, terms = means[0], dict(zip(window_terms, means[1:]))
             if not math.isfinite(shown):
                 raise FloatingPointError(f"loss is {shown} at epoch {epoch + 1}, batch {batch_idx}")
             bar.set_postfix(loss=f"{shown:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             window.zero_()
+            window_terms.clear()
             window_n = 0
         if on_step is not None:
-            on_step(batch_idx, shown)
+            on_step(batch_idx, shown, terms)
     bar.close()
     return float(total / max(running.count, 1))
 

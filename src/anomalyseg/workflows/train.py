@@ -9,6 +9,9 @@ Any registered dataset with class labels trains the same way (``data.dataset``: 
 ...): its :class:`~anomalyseg.data.registry.DatasetSpec` gives the classes, the anomaly ids the leakage guard
 refuses and the held-out split; the checkpoint records them.
 
+``model.init_from`` (``train --init-from``) starts a new run from a checkpoint's weights only (fine-tuning);
+``outlier_exposure.enabled`` adds an outlier loss on pasted-outlier pixels (:mod:`anomalyseg.engine.oe_losses`).
+
 Resume continues EXACTLY: the checkpoint holds the optimizer / schedule / scaler states, each rank's RNG
 states, how many batches of the current epoch were consumed and the sum of their losses (the epoch's
 ``train_loss`` covers all of it); the resumed sampler replays the same order from there and augmentations
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 
 from anomalyseg.checkpoints import io as ckpt_io
+from anomalyseg.checkpoints.reload import init_weights
 from anomalyseg.config import (
     Config,
     TrainConfig,
@@ -51,6 +55,7 @@ from anomalyseg.engine.loaders import (
     make_train_loader,
     seed_everything,
 )
+from anomalyseg.engine.oe_losses import OutlierExposureLoss, resolve_settings
 from anomalyseg.engine.rundir import RunLogger, attach_log_file, create_run_dir, detach_log_file, lock_run_dir
 from anomalyseg.engine.schedules import LRSchedule
 from anomalyseg.errors import UserError
@@ -96,12 +101,14 @@ def _train(cfg: Config, ctx: D.DistContext, resume: Path | None) -> Path:
         data = _prepare_data(cfg, ctx)
         parts = _build_trainables(cfg, ctx, data, amp)
         state = _restore(parts, ckpt, ctx, resume) if ckpt is not None else LoopState()
+        init = ckpt.get("init_from") if ckpt is not None else _init_from(cfg, parts, data)
         parts.model = _distribute(parts.model, cfg.train, ctx)
         run_dir = _open_run_dir(cfg, ctx, parts.bare, resume, locks)
         handler = _write_run_files(cfg, ctx, run_dir, state, resumed=resume is not None)
         try:
             logger = RunLogger(run_dir if ctx.is_main else None, purge_step=state.step + 1 if resume else None)
-            run = TrainRun(cfg, ctx, amp, data, parts, state, run_dir, logger, resumed=resume is not None)
+            run = TrainRun(cfg, ctx, amp, data, parts, state, run_dir, logger, resumed=resume is not None,
+                           init_from=init)
             try:
                 run_epochs(run)
             finally:
@@ -129,6 +136,11 @@ def prepare_config(cfg: Config, resume: Path | None) -> tuple[Config, dict[str, 
     _check_config(cfg)
     if resume is None:
         check_output(cfg.out_dir, "out_dir", folder=True)
+        if cfg.model.init_from:  # a missing checkpoint fails before the data is opened
+            try:
+                ckpt_io.resolve_checkpoint(cfg.model.init_from)
+            except UserError as exc:
+                raise UserError(f"model.init_from: {exc}") from None
     return cfg, ckpt
 
 
@@ -138,8 +150,11 @@ def _check_resumable(resume: Path) -> None:
 
 
 def _check_config(cfg: Config) -> None:
-    """Every numeric setting in its range (a config built in code skips the loader, which checks as it reads)."""
+    """Every numeric setting in its range (a config built in code skips the loader, which checks as it reads);
+    outlier-exposure loss settings that fit the chosen loss."""
     check_values(cfg)
+    if cfg.outlier_exposure.enabled:
+        resolve_settings(cfg.outlier_exposure)
 
 
 def resume_config(cfg: Config, run_dir: Path, stored: dict[str, Any]) -> Config:
@@ -239,17 +254,31 @@ def _class_weights(t: TrainConfig, num_classes: int, counts: list[int] | None) -
 # Model, optimizer, schedule; restore; DDP
 # ---------------------------------------------------------------------------------------------------
 def _build_trainables(cfg: Config, ctx: D.DistContext, data: RunData, amp: str) -> Trainables:
-    """Seed, then model (+ channels_last), loss, optimizer, LR schedule and AMP scaler."""
+    """Seed, then model (+ channels_last), loss (+ outlier exposure), optimizer, LR schedule and AMP scaler."""
     t, dev = cfg.train, ctx.device
     seed_everything(t.seed + ctx.rank)  # here: nothing above may change what the model starts from
-    model = build_model_from_config(cfg.model, data.num_classes).to(dev)
+    # weights from model.init_from (or a resumed checkpoint) replace the pretrained ones: no download for them
+    model_cfg = dataclasses.replace(cfg.model, pretrained=False) if cfg.model.init_from else cfg.model
+    model = build_model_from_config(model_cfg, data.num_classes).to(dev)
     if t.channels_last and dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    criterion = SegLoss(data.num_classes, cfg.model.aux_weight, data.class_weights).to(dev)
+    criterion: SegLoss | OutlierExposureLoss = SegLoss(data.num_classes, cfg.model.aux_weight, data.class_weights)
+    if cfg.outlier_exposure.enabled:
+        criterion = OutlierExposureLoss.from_config(cfg.outlier_exposure, criterion)
+    criterion = criterion.to(dev)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = LRSchedule(optimizer, cfg.schedule, t.epochs * data.steps_per_epoch, data.steps_per_epoch)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
     return Trainables(model, criterion, optimizer, scheduler, scaler)
+
+
+def _init_from(cfg: Config, parts: Trainables, data: RunData) -> dict[str, Any] | None:
+    """A new run with ``model.init_from``: that checkpoint's weights (only) into the model; returns its record
+    (path, sha256, ...) for the run's checkpoints."""
+    if not cfg.model.init_from:
+        return None
+    return init_weights(parts.model, cfg.model.init_from, model_name=cfg.model.name,
+                        class_names=data.sets.spec.class_names)
 
 
 def _restore(parts: Trainables, ckpt: dict[str, Any], ctx: D.DistContext, resume: Path | None) -> LoopState:

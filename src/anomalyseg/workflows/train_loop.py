@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.engine import distributed as D
 from anomalyseg.engine.factory import SegLoss
 from anomalyseg.engine.loaders import ResumableSampler, TrainDatasets, read_error_count
+from anomalyseg.engine.oe_losses import OutlierExposureLoss
 from anomalyseg.engine.rundir import RunLogger, prediction_panel
 from anomalyseg.engine.schedules import LRSchedule
 from anomalyseg.engine.train import EpochLoss, evaluate_segmentation, train_one_epoch
@@ -70,7 +72,7 @@ class Trainables:
     """Model (DDP-wrapped under ``torchrun``), the bare module inside it, loss, optimizer, schedule, scaler."""
 
     model: nn.Module
-    criterion: SegLoss
+    criterion: SegLoss | OutlierExposureLoss
     optimizer: torch.optim.Optimizer
     scheduler: LRSchedule
     scaler: torch.amp.GradScaler
@@ -96,6 +98,7 @@ class TrainRun:
     resumed: bool
     rng_all: list[Any] = field(default_factory=list)  # every rank's RNG state at the last save
     epoch_loss: EpochLoss = field(default_factory=EpochLoss)  # the current epoch's loss sum, kept by the loop
+    init_from: dict[str, Any] | None = None  # the checkpoint whose weights started the run (model.init_from)
 
     @property
     def palette(self) -> list[Any]:
@@ -113,6 +116,11 @@ def run_epochs(run: TrainRun) -> None:
     log.info("run %s: %s on %s x%d, %d train / %d val samples, %d steps/epoch, %d epochs", run.run_dir,
              cfg.model.name, run.ctx.device, run.ctx.world_size, len(run.data.sets.train), len(run.data.sets.val),
              run.data.steps_per_epoch, t.epochs)
+    if run.init_from:
+        log.info("weights from %s (sha256 %s); fresh optimizer, schedule and epoch count", run.init_from["path"],
+                 run.init_from["sha256"][:16])
+    if isinstance(run.parts.criterion, OutlierExposureLoss):
+        log.info("outlier exposure (source %s): %s", cfg.outlier_exposure.source, run.parts.criterion.describe())
     if run.resumed:
         log.info("resuming at epoch %d, batch %d (step %d)", state.epoch + 1, state.batch_in_epoch, state.step)
     for epoch in range(state.epoch, t.epochs):
@@ -148,13 +156,15 @@ def _train_epoch(run: TrainRun, epoch: int) -> float:
     return mean_loss
 
 
-def _on_step(run: TrainRun, batches_done: int, loss: float | None) -> None:
-    """After each optimizer step: count it, log the loss when given, save a mid-epoch ``last`` when due."""
+def _on_step(run: TrainRun, batches_done: int, loss: float | None, terms: Mapping[str, float]) -> None:
+    """After each optimizer step: count it, log the loss (and the criterion's terms) when given, save a
+    mid-epoch ``last`` when due."""
     state = run.state
     state.step += 1
     state.batch_in_epoch = batches_done
     if loss is not None:
-        run.logger.scalars({"train/loss": loss, "train/lr": run.parts.optimizer.param_groups[0]["lr"]}, state.step)
+        run.logger.scalars({"train/loss": loss, "train/lr": run.parts.optimizer.param_groups[0]["lr"],
+                            **{f"train/{k}": v for k, v in terms.items()}}, state.step)
     every = run.cfg.train.checkpoint_every_steps
     if every and state.step % every == 0 and batches_done < run.data.batches_per_epoch:
         state.loss_sum, state.loss_count = run.epoch_loss.values()  # the only device sync this adds
@@ -204,8 +214,10 @@ def save(run: TrainRun, name: str) -> None:
 
 def checkpoint_payload(run: TrainRun) -> dict[str, Any]:
     """Everything a checkpoint holds (see :mod:`anomalyseg.checkpoints.io`): weights, training states, the
-    loop's progress, RNG states, the config and the dataset's class metadata."""
+    loop's progress, RNG states, the config, the dataset's class metadata, the checkpoint the weights started
+    from (``init_from``: path, sha256, ...) and the resolved outlier-exposure loss settings."""
     bare, parts, state, spec = run.parts.bare, run.parts, run.state, run.data.sets.spec
+    oe = parts.criterion.settings if isinstance(parts.criterion, OutlierExposureLoss) else None
     return {
         "format": ckpt_io.FORMAT, "model_name": run.cfg.model.name, "num_classes": run.data.num_classes,
         "has_aux": bool(getattr(bare, "has_aux", False)), "class_names": list(spec.class_names),
@@ -216,4 +228,5 @@ def checkpoint_payload(run: TrainRun) -> dict[str, Any]:
         "batch_in_epoch": state.batch_in_epoch, "loop": {**state.__dict__, "history": list(state.history)},
         "rng": run.rng_all, "config": config_to_dict(run.cfg),
         "versions": {"anomalyseg": __version__, "torch": str(torch.__version__)},
+        "init_from": run.init_from, "outlier_exposure": oe,
     }
