@@ -1,5 +1,5 @@
-"""The ``predict`` workflow: a checkpoint on unlabelled images (files, folders, glob patterns), every output
-at each image's NATIVE resolution.
+"""The ``predict`` workflow: a checkpoint on unlabelled images (files, folders, glob patterns) and video
+frames, every output at each image's NATIVE resolution.
 
 Per image and scorer: ``scores/<scorer>/<stem>.npy`` (float32), ``heatmaps/<scorer>/<stem>.png``,
 ``overlays/<scorer>/<stem>.png`` (photo, translucent score, detected region outlined), ``masks/<scorer>/
@@ -9,7 +9,9 @@ and ``index.html`` (a plain listing). Preprocessing, forward pass and scorers ar
 (:func:`anomalyseg.workflows.session.inference_transform`, :func:`anomalyseg.engine.tta.forward`,
 :func:`anomalyseg.scoring.scorers_from_spec`), so predict's maps equal ``evaluate --save-scores`` maps at the
 label resolution. Streams one image at a time; a rerun skips images whose outputs all exist (``force`` redoes);
-unreadable files are skipped and named in the summary.
+unreadable files are skipped and named in the summary. Videos (PyAV, the extra ``[video]``): every ``every``-th
+frame is an image with the stem ``<video stem>_f000123``, plus ``videos/<scorer>/<video stem>.mp4`` of the
+overlays (:mod:`anomalyseg.workflows.predict_video`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class PredictSummary:
     predicted: list[str] = field(default_factory=list)  # stems predicted now
     kept: list[str] = field(default_factory=list)  # stems whose outputs existed (rerun without force)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of unreadable files
-    skipped_videos: list[str] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)  # overlay videos written now
     thresholds: dict[str, float | None] = field(default_factory=dict)
     inference: dict[str, Any] = field(default_factory=dict)
 
@@ -124,12 +126,14 @@ def predict(
     device: str = "auto",
     force: bool = False,
     progress: bool = True,
+    every: int = 1,
 ) -> PredictSummary:
     """Predict every image of ``inputs`` into ``out`` (see the module doc); returns a :class:`PredictSummary`.
 
     ``size`` (width, height): the model input fits inside it (aspect kept); ``inference``: ``whole`` /
     ``resize`` / ``slide`` as in ``evaluate`` (default: resize to the contract's size when it has one, else
-    whole). Raises a one-line UserError when no image is found or none could be read.
+    whole); ``every``: predict frames 0, N, 2N, ... of videos. Raises a one-line UserError when nothing is
+    found, none could be read, or videos are given without PyAV.
     """
     import torch
 
@@ -140,14 +144,19 @@ def predict(
     from anomalyseg.progress import progress_bar
     from anomalyseg.scoring import scorers_from_spec
     from anomalyseg.workflows import session as S
+    from anomalyseg.workflows.predict_video import frames_hint
 
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise UserError(f"--every must be a whole number >= 1, got {every!r}")
     images, videos = collect_inputs(inputs, recursive)
-    for v in videos:
-        log.warning("skipping video %s: predict reads still images (extract frames first, e.g. with ffmpeg)", v)
-    if not images:
+    if not images and not videos:
         shown = ", ".join(str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs))
-        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {shown}"
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) or videos found in {shown}"
                         + ("" if recursive else " (add --recursive for subfolders)"))
+    if videos:
+        from anomalyseg.data.video import require_av
+
+        require_av()  # before anything is written
     out = check_output(out, "--out", folder=True)
     scorers_from_spec(scorers)  # names checked before the model is loaded
     dev = resolve_device(device)
@@ -156,48 +165,74 @@ def predict(
     S.check_void(made, loaded.num_outputs)
     load_fitted(made, Path(states) if states else default_states_path(loaded.path), loaded.sha256)
     names = [s.name for s in made]
-    summary = PredictSummary(out, thresholds=thresholds_for(names, threshold, results, loaded.sha256),
-                             skipped_videos=[str(v) for v in videos])
+    summary = PredictSummary(out, thresholds=thresholds_for(names, threshold, results, loaded.sha256))
     transform, window, summary.inference = S.inference_transform("label", size, loaded.contract.size, inference,
                                                                  tile, overlap, blend)
     tta_obj = TTA.parse(tta)
     needs_features = any(s.needs_features for s in made)
     palette = _palette(loaded)
-    rows = []
-    bar = progress_bar(total=len(images), desc="predict", unit="image", disable=not progress, dynamic_ncols=True)
+    rows: list[dict[str, Any]] = []
+    bar = progress_bar(total=len(images) + frames_hint(videos, every), desc="predict", unit="image",
+                       disable=not progress, dynamic_ncols=True)
+
+    def predict_one(path: Path, stem: str, read: Any, extra: dict[str, Any]) -> bool | None:
+        """One image (or video frame) into ``rows``: True predicted now, False kept, None unreadable."""
+        bar.update(1)
+        files = _files(out, stem, names, summary.thresholds)
+        if not force and all(f.exists() for f in files.values()):
+            summary.kept.append(stem)
+            rows.append({**_row_from_disk(path, stem, names, files, summary.thresholds), **extra})
+            return False
+        photo = read()
+        if photo is None:
+            return None
+        H, W = photo.shape[:2]
+        image = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
+        x, _ = transform(image, torch.zeros(H, W, dtype=torch.uint8))
+        with torch.no_grad():
+            output = forward_one(loaded.model, x, dev, (H, W), tta_obj, window, needs_features)
+            pred = output.logits.max(1).indices[0].cpu().numpy()
+            maps = {s.name: s.score(output)[0].float().cpu().numpy().astype(np.float32) for s in made}
+        _write_image(files["segmentation"], _colorize(pred, palette))
+        row: dict[str, Any] = {"file": str(path), "stem": stem, **extra, "height": H, "width": W}
+        for name, score in maps.items():
+            row.update(_write_scorer(photo, score, name, summary.thresholds[name], files))
+        rows.append(row)
+        summary.predicted.append(stem)
+        return True
+
+    stems = _stems(images + videos)
     try:
-        for path, stem in zip(images, _stems(images)):
-            bar.update(1)
-            files = _files(out, stem, names, summary.thresholds)
-            if not force and all(f.exists() for f in files.values()):
-                summary.kept.append(stem)
-                rows.append(_row_from_disk(path, stem, names, files, summary.thresholds))
-                continue
-            photo = _read(path, summary)
-            if photo is None:
-                continue
-            H, W = photo.shape[:2]
-            image = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
-            x, _ = transform(image, torch.zeros(H, W, dtype=torch.uint8))
-            with torch.no_grad():
-                output = forward_one(loaded.model, x, dev, (H, W), tta_obj, window, needs_features)
-                pred = output.logits.max(1).indices[0].cpu().numpy()
-                maps = {s.name: s.score(output)[0].float().cpu().numpy().astype(np.float32) for s in made}
-            _write_image(files["segmentation"], _colorize(pred, palette))
-            row: dict[str, Any] = {"file": str(path), "stem": stem, "height": H, "width": W}
-            for name, score in maps.items():
-                row.update(_write_scorer(photo, score, name, summary.thresholds[name], files))
-            rows.append(row)
-            summary.predicted.append(stem)
+        for path, stem in zip(images, stems):
+            predict_one(path, stem, lambda p=path: _read(p, summary), {})
+        for path, stem in zip(videos, stems[len(images):]):
+            _predict_video(path, stem, every, predict_one, out, names, force, summary)
     finally:
         bar.close()
         if rows:
             _write_csv(out / CSV_NAME, rows, names)
             _write_index(out, rows, names, summary)
     if not rows:
-        raise UserError(f"none of the {len(images)} image(s) could be read: "
+        raise UserError(f"none of the {len(images) + len(videos)} file(s) could be read: "
                         + "; ".join(f"{p}: {why}" for p, why in summary.failed[:3]))
     return summary
+
+
+def _predict_video(path: Path, stem: str, every: int, predict_one: Any, out: Path, names: list[str], force: bool,
+                   summary: PredictSummary) -> None:
+    """One video's frames and overlay videos; an unreadable video is skipped and named like an image."""
+    from anomalyseg.data.video import VideoError
+    from anomalyseg.workflows.predict_video import predict_video
+
+    def overlay_of(name: str, frame_stem: str) -> Path:
+        return _files(out, frame_stem, names, summary.thresholds)[f"overlays/{name}"]
+
+    try:
+        summary.videos += [str(v) for v in predict_video(path, stem, every, predict_one, overlay_of, out, names,
+                                                         force)]
+    except VideoError as exc:
+        summary.failed.append((str(path), exc.why))
+        log.warning("skipping %s: cannot read it (%s)", path, exc.why)
 
 
 def forward_one(model: Any, x: Any, device: Any, size: tuple[int, int], tta: Any, window: Any,
@@ -295,7 +330,9 @@ def _row_from_disk(path: Path, stem: str, names: list[str], files: dict[str, Pat
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], names: list[str]) -> None:
-    cols = ["file", "stem", "height", "width"] + [f"{n}_{k}" for n in names for k in ("anomaly_fraction", "max")]
+    frames = ["frame", "time"] if any("frame" in r for r in rows) else []  # video frames: index, seconds
+    cols = ["file", "stem", *frames, "height", "width"] + [f"{n}_{k}" for n in names
+                                                            for k in ("anomaly_fraction", "max")]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
