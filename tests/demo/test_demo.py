@@ -17,7 +17,8 @@ from anomalyseg.config import config_from_dict, config_to_dict
 from anomalyseg.errors import UserError
 from anomalyseg.report.results import read_results
 from anomalyseg.scoring import scorers_from_spec
-from anomalyseg.workflows.demo import MANIFEST, PRESETS, DemoConfig, encoder_init, load_demo_config, prepare_out
+from anomalyseg.workflows.demo import MANIFEST, encoder_init, prepare_out
+from anomalyseg.workflows.demo_settings import PRESETS, DemoConfig, finetune_config, load_demo_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: ~30 s on 2 CPU cores: 64x48 frames, 16 training images, 2 epochs.
@@ -94,8 +95,30 @@ def test_demo_writes_every_stage(demo_run):
     for name in expected:
         assert any(line.split()[:1] == [name] for line in stdout.splitlines()), name
     # every stage timed, wall and CPU
-    assert set(record["timings"]) == {"data", "train", "fit", "evaluate", "visualize", "report"}
+    assert set(record["timings"]) == {"data", "train", "fit", "evaluate", "train_oe", "fit_oe", "evaluate_oe",
+                                      "visualize", "report"}
     assert all(t["wall_s"] > 0 and t["cpu_s"] > 0 for t in record["timings"].values())
+
+
+def test_demo_fine_tunes_with_outlier_exposure(demo_run):
+    """The anomaly-aware stage: a fine-tune of the closed-set best.pt with outlier exposure, scored like the
+    closed-set model, its results beside the closed-set ones with _oe in the name, both in the report."""
+    out, stdout = demo_run
+    record = json.loads((out / MANIFEST).read_text())
+    paths = record["paths"]
+    tuned = yaml.safe_load((out / "run_oe" / "config.yaml").read_text())
+    assert tuned["model"]["init_from"] == paths["checkpoint"] and tuned["model"]["pretrained"] is False
+    assert tuned["outlier_exposure"]["enabled"] is True and tuned["train"]["epochs"] == 1
+    assert yaml.safe_load((out / "run" / "config.yaml").read_text())["outlier_exposure"]["enabled"] is False
+    assert paths["results_oe"] == str(out / "results" / "synthetic_test_oe.json")
+    closed, oe = read_results(paths["results"]), read_results(paths["results_oe"])
+    assert oe["checkpoint"]["sha256"] != closed["checkpoint"]["sha256"] and list(oe["scorers"]) == list(closed["scorers"])
+    for name, entry in oe["scorers"].items():
+        assert record["summary_oe"]["scorers"][name]["pooled"]["aupr"] == entry["metrics"]["pooled"]["aupr"]
+    assert (out / "run_oe" / "checkpoints" / "best.scorers.pt").is_file()
+    assert "fine-tuned with outlier exposure" in stdout and f"{100 * oe['segmentation']['miou']:.1f}%" in stdout
+    html = Path(paths["report"]).read_text()
+    assert "synthetic_test_oe" in html and "synthetic_test" in html.replace("synthetic_test_oe", "")
 
 
 def test_existing_demo_is_refused_without_a_terminal(demo_run, capsys):
@@ -190,3 +213,17 @@ def test_a_failed_demo_says_so_in_its_manifest(tmp_path, capsys):
     assert "data" in record["timings"] and "train" not in record["timings"]
     # a failed demo folder is still a demo folder: --force replaces it
     assert prepare_out(out, force=True) == out and not any(out.iterdir())
+
+
+def test_the_demo_fine_tune_is_the_shipped_oe_recipe():
+    """What the demo's outlier-exposure stage trains = configs/demo/demo_oe.yaml (paths aside), so the recipe a
+    user runs by hand reproduces the demo's fine-tune."""
+    from anomalyseg.config import load_config
+
+    tuned = config_to_dict(finetune_config(load_demo_config(), "runs/demo/run/checkpoints/best.pt"))
+    shipped = config_to_dict(load_config(REPO_ROOT / "configs" / "demo" / "demo_oe.yaml"))
+    for cfg in (tuned, shipped):
+        cfg["data"]["root"] = cfg["model"]["init_from"] = cfg["out_dir"] = cfg["run_name"] = None
+    assert tuned == shipped
+    assert finetune_config(load_demo_config(), "x").outlier_exposure.enabled
+    assert load_demo_config().training.outlier_exposure.enabled is False  # the closed-set stage stays closed

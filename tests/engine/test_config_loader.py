@@ -149,7 +149,7 @@ def _numeric_fields(schema: type, prefix: str = ""):
 
 
 def _schemas():
-    from anomalyseg.workflows.demo import DemoConfig
+    from anomalyseg.workflows.demo_settings import DemoConfig
     from anomalyseg.workflows.sweep import SweepSection
 
     return [Config, DemoConfig, SweepSection]
@@ -219,7 +219,7 @@ def test_bounds_checked_for_configs_built_in_code():
 def test_defaults_and_shipped_configs_are_in_range():
     from pathlib import Path
 
-    from anomalyseg.workflows.demo import PRESETS, load_demo_config
+    from anomalyseg.workflows.demo_settings import PRESETS, load_demo_config
     from anomalyseg.workflows.sweep import load_sweep
 
     for name in PRESETS:

@@ -40,7 +40,7 @@ def test_seed_recipes_differ_only_where_they_should():
 
 def test_outlier_exposure_recipes_fine_tune_their_closed_set_models():
     demo = load_config(REPO_ROOT / "configs/demo/demo_oe.yaml")
-    from anomalyseg.workflows.demo import load_demo_config
+    from anomalyseg.workflows.demo_settings import load_demo_config
 
     closed = load_demo_config().training
     assert demo.model.name == closed.model.name and demo.data.crop_size == closed.data.crop_size

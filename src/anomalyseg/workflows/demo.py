@@ -22,106 +22,20 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomalyseg.config import Bound, Config, apply_overrides, bounded, config_from_dict, config_to_dict, read_yaml
+from anomalyseg.config import Config, config_to_dict
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write
-from anomalyseg.limits import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_SYNTH_SIDE, MAX_WORKERS
+from anomalyseg.workflows.demo_settings import DemoConfig, finetune_config, load_demo_config
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "demo.json"
 MANIFEST_FORMAT = "anomalyseg.demo/1"
 RESULTS_NAME = "synthetic_test.json"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Settings
-# ---------------------------------------------------------------------------------------------------
-@bounded(train=Bound(0, MAX_COUNT), val=Bound(0, MAX_COUNT), test=Bound(0, MAX_COUNT), size=Bound(32, MAX_SYNTH_SIDE),
-         seed=Bound(0, MAX_SEED), workers=Bound(0, MAX_WORKERS))
-@dataclass
-class DemoData:
-    """The generated dataset: image counts per split and frame size ``[width, height]``."""
-
-    train: int = 400
-    val: int = 40
-    test: int = 40
-    size: tuple[int, int] = (320, 180)
-    seed: int = 0
-    workers: int = 2  # processes drawing the images
-
-
-@bounded(batch_size=Bound(1, MAX_BATCH), workers=Bound(0, MAX_WORKERS), panels=Bound(0, 1000))
-@dataclass
-class DemoEvaluate:
-    """Scoring, evaluation and figures."""
-
-    scorers: str = "all"
-    batch_size: int = 4
-    workers: int = 1
-    panels: int = 4  # panels drawn for the best scorer (pooled AUROC)
-    panel_scorer: str | None = None  # None: the best scorer by pooled AUROC
-
-
-@dataclass
-class DemoConfig:
-    """A demo run. ``training`` is a full training config (``anomalyseg train`` schema); the demo sets its
-    ``data.root``, ``out_dir`` and ``run_name``."""
-
-    data: DemoData = field(default_factory=DemoData)
-    training: Config = field(default_factory=Config)
-    evaluate: DemoEvaluate = field(default_factory=DemoEvaluate)
-
-
-_TRAINING: dict[str, Any] = {
-    "data": {"crop_size": [144, 256], "scale_range": [0.8, 1.25], "hflip": True, "color_jitter": True,
-             "blur": False, "val_size": None, "batch_size": 8, "val_batch_size": 8, "workers": 1},
-    "model": {"name": "deeplabv3plus_efficientnet_lite0", "pretrained": True},
-    "optim": {"name": "adamw", "lr": 2.0e-3, "weight_decay": 1.0e-4, "backbone_lr_mult": 0.5},
-    "schedule": {"name": "poly", "power": 0.9, "warmup_iters": 20},
-    "train": {"epochs": 7, "val_every": 2, "seed": 0, "device": "auto", "class_balance": "inverse_sqrt",
-              "checkpoint_every_steps": 0, "log_every": 10, "num_vis_images": 2},
-}
-
-#: Built-in settings; ``configs/demo/demo_<name>.yaml`` hold the same values (a test keeps them equal).
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {
-        "data": {"train": 400, "val": 40, "test": 40, "size": [320, 180], "seed": 0, "workers": 2},
-        "training": _TRAINING,
-        "evaluate": {"scorers": "all", "batch_size": 4, "workers": 1, "panels": 4, "panel_scorer": None},
-    },
-    "quick": {
-        "data": {"train": 96, "val": 8, "test": 8, "size": [192, 108], "seed": 0, "workers": 2},
-        "training": {**_TRAINING,
-                     "data": {**_TRAINING["data"], "crop_size": [108, 192], "workers": 0},
-                     "schedule": {"name": "poly", "power": 0.9, "warmup_iters": 5},
-                     "train": {**_TRAINING["train"], "epochs": 3, "val_every": 3, "log_every": 5}},
-        "evaluate": {"scorers": "all", "batch_size": 4, "workers": 0, "panels": 2, "panel_scorer": None},
-    },
-}
-
-
-def load_demo_config(preset: str = "default", path: str | Path | None = None,
-                     overrides: Sequence[str] = ()) -> DemoConfig:
-    """The demo settings: the built-in ``preset``, then a YAML file's keys on top (``path``), then
-    ``key.sub=value`` overrides; unknown keys and wrong types are one-line :class:`UserError`."""
-    if preset not in PRESETS:
-        raise UserError(f"unknown demo preset {preset!r}; choose from {', '.join(PRESETS)}")
-    data = _merge(PRESETS[preset], read_yaml(path)) if path is not None else PRESETS[preset]
-    return config_from_dict(DemoConfig, apply_overrides(DemoConfig, data, overrides))
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` on top of ``base``, section by section (a partial YAML file keeps the preset's other keys)."""
-    out = dict(base)
-    for key, value in over.items():
-        both = isinstance(out.get(key), dict) and isinstance(value, dict)
-        out[key] = _merge(out[key], value) if both else value
-    return out
+RESULTS_NAME_OE = "synthetic_test_oe.json"  # the outlier-exposure fine-tuned model
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -264,18 +178,16 @@ def run_demo(
 
 
 def _run_stages(cfg: DemoConfig, out: Path, device: str, progress: bool, record: dict[str, Any]) -> dict[str, Any]:
-    """The six stages; fills ``record`` (model, summary, timings) and returns the paths of the outputs."""
+    """The stages (six, nine with the outlier-exposure fine-tune); fills ``record`` (model, summaries, timings)
+    and returns the paths of the outputs."""
     from anomalyseg.data.synthetic import write_synthetic
     from anomalyseg.report.build import write_report
-    from anomalyseg.workflows.evaluate import evaluate
-    from anomalyseg.workflows.fit import fit_scorers
-    from anomalyseg.workflows.train import train
-    from anomalyseg.workflows.visualize import visualize
 
-    stage = _Stages(6)
+    oe = cfg.outlier_exposure.enabled
+    stage = _Stages(9 if oe else 6)
     record["timings"] = stage.timings
     d, ev, tr = cfg.data, cfg.evaluate, cfg.training
-    data_root, run_dir, results_dir = out / "data", out / "run", out / "results"
+    data_root, results_dir = out / "data", out / "results"
 
     size = f"{d.size[0]}x{d.size[1]}"
     with stage("data", f"generate {d.train}/{d.val}/{d.test} synthetic train/val/test images ({size})",
@@ -284,48 +196,79 @@ def _run_stages(cfg: DemoConfig, out: Path, device: str, progress: bool, record:
         write_synthetic(data_root, train=d.train, val=d.val, test=d.test, size=d.size, seed=d.seed,
                         workers=d.workers)
 
-    tr.data.root, tr.out_dir, tr.run_name = str(data_root), str(out), run_dir.name
+    tr.data.root, tr.out_dir = str(data_root), str(out)
     tr.train.progress = tr.train.progress and progress
     init = encoder_init(tr)
     record["model"] = {"name": tr.model.name, "init": init, "pretrained": tr.model.pretrained}
-    with stage("train", f"train {tr.model.name}, {init}, {tr.train.epochs} epochs",
-               f"anomalyseg train {run_dir / 'config.yaml'}"):
-        made = train(tr, device=device)
-    if made != run_dir:  # the engine never reuses a folder; ours is fresh, so this is a bug
-        raise RuntimeError(f"training wrote {made}, expected {run_dir}")
-    ckpt = run_dir / "checkpoints" / "best.pt"
-
-    common = ["--checkpoint", str(ckpt), "--data-root", str(data_root), "--device", device,
-              "--batch-size", str(ev.batch_size), "--workers", str(ev.workers)]  # the equivalent commands, logged
-    loader = {"batch_size": ev.batch_size, "workers": ev.workers, "device": device, "progress": progress}
-    with stage("fit", "fit the scorers that need in-distribution statistics on the val split",
-               shlex.join(["anomalyseg", "fit-scorers", *common])):
-        fitted = fit_scorers(ckpt, data_root, **loader)
-        print(f"wrote {fitted.states_path} ({', '.join(fitted.scorers)})")
-
+    ckpt = _train_stage(stage, "train", f"train {tr.model.name}, {init}, {tr.train.epochs} epochs", tr, out / "run",
+                        device)
     results = results_dir / RESULTS_NAME
-    with stage("evaluate", "evaluate every scorer under both protocols on the test split",
-               shlex.join(["anomalyseg", "evaluate", *common, "--scorers", ev.scorers, "--protocol", "both",
-                           "--out", str(results)])):
-        record_ = evaluate(ckpt, data_root, results, scorers=ev.scorers, protocol="both", **loader)[0].record
-    summary = record["summary"] = summarize(record_)
+    record["summary"] = _score_stages(stage, "", cfg, ckpt, data_root, results, device, progress)
+    paths = {"data": str(data_root), "run": str(out / "run"), "checkpoint": str(ckpt), "results": str(results)}
+
+    if oe:
+        tuned = finetune_config(cfg, ckpt)
+        s = tuned.outlier_exposure
+        ckpt_oe = _train_stage(stage, "train_oe", f"fine-tune it with outlier exposure ({s.source} outliers, "
+                               f"{s.loss} loss), {tuned.train.epochs} epochs", tuned, out / "run_oe", device)
+        results_oe = results_dir / RESULTS_NAME_OE
+        record["summary_oe"] = _score_stages(stage, "_oe", cfg, ckpt_oe, data_root, results_oe, device, progress)
+        paths.update(run_oe=str(out / "run_oe"), checkpoint_oe=str(ckpt_oe), results_oe=str(results_oe))
 
     panels = results_dir / "panels"
-    scorer = ev.panel_scorer or summary["best_scorer"] or "max_logit"
+    scorer = ev.panel_scorer or record["summary"]["best_scorer"] or "max_logit"
     with stage("visualize", f"draw {ev.panels} panels for {scorer}",
                shlex.join(["anomalyseg", "visualize", "--checkpoint", str(ckpt), "--data-root", str(data_root),
                            "--scorer", scorer, "--results", str(results), "--num-samples", str(ev.panels),
                            "--device", device, "--out", str(panels)])):
+        from anomalyseg.workflows.visualize import visualize
+
         visualize(ckpt, data_root, panels, scorer=scorer, results=results, num_samples=ev.panels, device=device)
 
     report = out / "report"
-    title = f"anomalyseg demo: {tr.model.name} on synthetic StreetHazards"
+    title = f"anomalyseg demo: {tr.model.name} on synthetic StreetHazards" + (
+        " (closed-set and outlier-exposure fine-tuned)" if oe else "")
+    every = [str(results)] + ([paths["results_oe"]] if oe else [])
     with stage("report", "tables, PR / ROC curves and the HTML page",
-               shlex.join(["anomalyseg", "report", str(results), "--out", str(report), "--title", title])):
-        write_report([str(results)], report, title=title)
+               shlex.join(["anomalyseg", "report", *every, "--out", str(report), "--title", title])):
+        write_report(every, report, title=title)
 
-    return {"data": str(data_root), "run": str(run_dir), "checkpoint": str(ckpt), "results": str(results),
-            "panels": sorted(str(p) for p in panels.glob("panel_*.png")), "report": str(report / "report.html")}
+    return {**paths, "panels": sorted(str(p) for p in panels.glob("panel_*.png")),
+            "report": str(report / "report.html")}
+
+
+def _train_stage(stage: _Stages, key: str, what: str, tr: Config, run_dir: Path, device: str) -> Path:
+    """Train ``tr`` into ``run_dir`` (its config is saved there); returns its ``best.pt``."""
+    from anomalyseg.workflows.train import train
+
+    tr.run_name = run_dir.name
+    with stage(key, what, f"anomalyseg train {run_dir / 'config.yaml'}"):
+        made = train(tr, device=device)
+    if made != run_dir:  # the engine never reuses a folder; ours is fresh, so this is a bug
+        raise RuntimeError(f"training wrote {made}, expected {run_dir}")
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def _score_stages(stage: _Stages, suffix: str, cfg: DemoConfig, ckpt: Path, data_root: Path, results: Path,
+                  device: str, progress: bool) -> dict[str, Any]:
+    """Fit the scorers that need it on the val split, evaluate every scorer on the test split; the summary."""
+    from anomalyseg.workflows.evaluate import evaluate
+    from anomalyseg.workflows.fit import fit_scorers
+
+    ev = cfg.evaluate
+    common = ["--checkpoint", str(ckpt), "--data-root", str(data_root), "--device", device,
+              "--batch-size", str(ev.batch_size), "--workers", str(ev.workers)]  # the equivalent commands, logged
+    loader = {"batch_size": ev.batch_size, "workers": ev.workers, "device": device, "progress": progress}
+    which = " of the fine-tuned model" if suffix else ""
+    with stage(f"fit{suffix}", f"fit the scorers{which} that need in-distribution statistics on the val split",
+               shlex.join(["anomalyseg", "fit-scorers", *common])):
+        fitted = fit_scorers(ckpt, data_root, **loader)
+        print(f"wrote {fitted.states_path} ({', '.join(fitted.scorers)})")
+    with stage(f"evaluate{suffix}", f"evaluate every scorer{which} under both protocols on the test split",
+               shlex.join(["anomalyseg", "evaluate", *common, "--scorers", ev.scorers, "--protocol", "both",
+                           "--out", str(results)])):
+        made = evaluate(ckpt, data_root, results, scorers=ev.scorers, protocol="both", **loader)[0].record
+    return summarize(made)
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
@@ -349,23 +292,30 @@ def _duration(seconds: float) -> str:
 
 
 def format_summary(record: dict[str, Any]) -> str:
-    """The short table printed at the end of a demo."""
+    """The short tables printed at the end of a demo: the closed-set model's post-hoc scorers, then (when the
+    fine-tune ran) the same scorers on the outlier-exposure fine-tuned model."""
     s, model = record["summary"], record["model"]
     lines = [
         f"anomalyseg demo finished in {_duration(record['wall_s'])} (CPU time {_duration(record['cpu_s'])})",
-        f"model: {model['name']}, {model['init']}",
-        f"closed-set mIoU on the synthetic test split: {_pct(s['miou']).strip()}% ({s['num_images']} images)",
-        "",
-        f"{'scorer':<12} {'pooled: AUROC':>13} {'AUPR':>6} {'FPR95':>6}   {'per-image: AUROC':>16} {'AUPR':>6} "
-        f"{'FPR95':>6}",
+        f"model: {model['name']}, {model['init']}", "",
+        *_scorer_table(s, "closed-set model (post-hoc scorers)"),
     ]
+    if record.get("summary_oe"):
+        lines += ["", *_scorer_table(record["summary_oe"], "fine-tuned with outlier exposure (anomaly-aware)")]
+    lines += ["", "(percent; pooled = one curve over all test pixels, per-image = official StreetHazards protocol)",
+              f"panels: {Path(record['paths']['panels'][0]).parent if record['paths']['panels'] else '-'}",
+              f"report: {record['paths']['report']}"]
+    return "\n".join(lines)
+
+
+def _scorer_table(s: dict[str, Any], title: str) -> list[str]:
+    lines = [f"{title}: mIoU {_pct(s['miou']).strip()}% on the synthetic test split ({s['num_images']} images)",
+             f"{'scorer':<12} {'pooled: AUROC':>13} {'AUPR':>6} {'FPR95':>6}   {'per-image: AUROC':>16} {'AUPR':>6} "
+             f"{'FPR95':>6}"]
     for name, m in s["scorers"].items():
         pooled, per = m.get("pooled", {}), m.get("per_image", {})
         mark = "  <- best" if name == s["best_scorer"] else ""
         lines.append(f"{name:<12} {_pct(pooled.get('auroc')):>13} {_pct(pooled.get('aupr')):>6} "
                      f"{_pct(pooled.get('fpr95')):>6}   {_pct(per.get('auroc')):>16} {_pct(per.get('aupr')):>6} "
                      f"{_pct(per.get('fpr95')):>6}{mark}")
-    lines += ["", "(percent; pooled = one curve over all test pixels, per-image = official StreetHazards protocol)",
-              f"panels: {Path(record['paths']['panels'][0]).parent if record['paths']['panels'] else '-'}",
-              f"report: {record['paths']['report']}"]
-    return "\n".join(lines)
+    return lines
