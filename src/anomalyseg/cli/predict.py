@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="redo images whose outputs exist")
     p.add_argument("--gallery-max", type=int_at_least(0), metavar="N",
-                   help="images embedded in index.html with their maps (~150 KB each with two scorers; the rest "
+                   help="images embedded in index.html with their maps (~170 KB each with two scorers; the rest "
                    "are listed; default: 100)")
     p.set_defaults(func=handle_predict)
 

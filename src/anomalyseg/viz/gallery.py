@@ -9,9 +9,10 @@ images. Everything is inline: photos as JPEG data URIs (longest side <= :data:`P
 grayscale PNG over its own ``[lo, hi]``: the page reads ``lo + q * (hi - lo) / 255``, within half a step,
 ``(hi - lo) / 510``, of the downscaled map (the threshold resolution; shown per image). The detected fraction is
 the share of that map's pixels whose dequantised score is ``> threshold`` (``predictions.csv`` and ``masks/``
-hold the native-resolution ones at the run's threshold). Page size: ~50 KB per image plus ~48 KB per image and
-scorer (60 Road Anomaly images, 2 scorers: ~8.6 MB); beyond ``max_images`` images the rest are listed as links
-to their files. Written from the files on disk, so a rerun that kept every image builds the same page.
+hold the native-resolution ones at the run's threshold). Page size: ~76 KB per image plus ~48 KB per image and
+scorer (base64 included; the 60 Road Anomaly photos with 2 scorers: 10.3 MB); beyond ``max_images`` images the
+rest are listed as links to their files. Written from the files on disk, so a rerun that kept every image builds
+the same page.
 """
 
 from __future__ import annotations
@@ -109,9 +110,9 @@ def write_gallery(out: str | Path, rows: list[dict[str, Any]], names: list[str],
         thumbs.append(f'<button class="thumb" type="button" data-i="{i}" title="{html.escape(entry["file"])}">'
                       f'<img src="{entry.pop("thumb")}" alt=""><span>{html.escape(entry["stem"])}</span></button>')
         images.append(entry)
-    data: dict[str, Any] = {"scorers": names, "levels": LEVELS, "tint": list(TINT), "outline": _outline(),
-                            "lut": _lut(), "run": {n: _num(thresholds.get(n)) for n in names}, "range": {},
-                            "initial": {}, "images": images}
+    data: dict[str, Any] = {"scorers": names, "levels": LEVELS, "quantile": DEFAULT_QUANTILE, "tint": list(TINT),
+                            "outline": _outline(), "lut": _lut(), "run": {n: _num(thresholds.get(n)) for n in names},
+                            "range": {}, "initial": {}, "images": images}
     for n in names:
         data["range"][n], data["initial"][n] = _slider([e["maps"][n] for e in images], samples[n],
                                                        _num(thresholds.get(n)))
