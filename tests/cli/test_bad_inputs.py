@@ -150,7 +150,7 @@ def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
                                       "never used for fitting"),
         # numbers out of range: one check per config field, the bound in the message
         "lr nan": (["train", cfg, "optim.lr=nan"], "'optim.lr': expected a finite number, got 'nan'"),
-        "lr negative": (["train", cfg, "optim.lr=-1"], "'optim.lr': must be >= 0 and <= 10, got -1.0"),
+        "lr negative": (["train", cfg, "optim.lr=-1"], "'optim.lr': must be > 0 and <= 10, got -1.0"),
         "lr inf": (["train", cfg, "optim.lr=.inf"], "'optim.lr': expected a finite number, got inf"),
         "grad clip nan": (["train", cfg, "optim.grad_clip_norm=nan"], "'optim.grad_clip_norm': expected a finite"),
         "crop zero": (["train", cfg, "data.crop_size=[0,0]"], "'data.crop_size': each value must be >= 1 and <= 8192"),

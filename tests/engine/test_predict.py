@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.engine.test_evaluate import make_checkpoint, make_tree
+from tests.viz.test_gallery import page_data
 
 from anomalyseg.cli import main
 from anomalyseg.errors import UserError
@@ -53,13 +54,17 @@ def test_predict_equals_evaluate_save_scores(setup, tmp_path, inference):
                 assert (out / kind / name / f"{row['stem']}.png").is_file()
         assert (out / "segmentation" / f"{row['stem']}.png").is_file()
         assert 0.0 <= float(row["max_logit_anomaly_fraction"]) <= 1.0
-    assert (out / "index.html").read_text().count("<tr>") == 6
+    page = (out / "index.html").read_text()
+    gallery = page_data(page)
+    assert [e["stem"] for e in gallery["images"]] == [r["stem"] for r in rows]
+    assert gallery["run"]["energy"] == s.thresholds["energy"] == gallery["initial"]["energy"]
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["input"]["inference"]["mode"] == (inference or "whole")
     # a rerun keeps the finished images, --force redoes them
     again = predict(setup["ckpt"], setup["images"], out, scorers="max_logit,energy", recursive=True, device="cpu",
                     threshold="tpr95", results=tmp_path / "r.json", progress=False, **kw)
     assert len(again.kept) == 5 and not again.predicted and len(_rows(out)) == 5
+    assert (out / "index.html").read_text() == page  # the gallery rebuilt from the files on disk
 
 
 def test_corrupt_image_is_skipped_and_named(setup, tmp_path, capsys):

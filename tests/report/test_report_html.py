@@ -7,12 +7,12 @@ import argparse
 import base64
 import json
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
+from tests.browser import chromium
 from tests.report.helpers import make_record, write_record
 from tests.viz.test_panels import known_case
 
@@ -22,8 +22,6 @@ from anomalyseg.report.build import write_report
 from anomalyseg.report.html import BEST_BG, HEADER_BG
 from anomalyseg.viz.curves import SCORER_COLORS
 from anomalyseg.viz.panels import comparison_grid, draw_panel, palette_legend, panel_data, save_figure
-
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 def rgb(hex_color: str) -> tuple[int, int, int]:
@@ -78,14 +76,6 @@ def test_existing_report_is_kept(report):
     with pytest.raises(UserError, match="already exist"):
         write_report([report.parent / "results"], report)
     assert (report / "report.html").read_bytes() == before
-
-
-def chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium); CI installs it")
 
 
 def test_headless_chromium_screenshot_shows_table_and_figures(report, tmp_path):

@@ -23,8 +23,10 @@ videos/<scorer>/<video stem>.mp4 shows its overlays at the video's frame rate / 
 Every output is at each image's native resolution: scores/<scorer>/<stem>.npy (float32),
 heatmaps/ and overlays/<scorer>/<stem>.png, masks/<scorer>/<stem>.png (binary, when --threshold is given),
 segmentation/<stem>.png, predictions.csv (per image: anomaly fraction at the threshold, max score) and
-index.html. --threshold tpr95|best_f1 reads the pooled operating point from --results (an evaluate results
-JSON of the same checkpoint). A rerun skips images whose outputs all exist (--force redoes them).
+index.html (a self-contained gallery: thumbnails, photo, score map and overlay, a threshold slider; the first
+--gallery-max images embedded, the rest listed). --threshold tpr95|best_f1 reads the pooled operating point
+from --results (an evaluate results JSON of the same checkpoint). A rerun skips images whose outputs all
+exist (--force redoes them).
 Exit status: 0 when every image and video was predicted; 1 when some files could not be read (unreadable
 images and videos are skipped and named); 2 on an error (nothing found, none readable, bad option, videos
 without PyAV).
@@ -57,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="redo images (and frames) whose outputs exist")
+    p.add_argument("--gallery-max", type=int_at_least(0), metavar="N",
+                   help="images embedded in index.html with their maps (~170 KB each with two scorers; the rest "
+                   "are listed; default: 100)")
     p.set_defaults(func=handle_predict)
 
 
@@ -67,7 +72,7 @@ def handle_predict(args: argparse.Namespace) -> int:
                 results=args.results, recursive=args.recursive, size=args.size, inference=args.inference,
                 tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta,
                 input_contract=args.input_contract, states=args.states, device=args.device, force=args.force,
-                progress=not args.no_progress, every=args.every)
+                progress=not args.no_progress, every=args.every, gallery_max=args.gallery_max)
     print(f"predicted {len(s.predicted)} image(s)" + (f", kept {len(s.kept)} done before" if s.kept else "")
           + f"; wrote {s.out}/ (index.html, predictions.csv"
           + (f", {len(s.videos)} overlay video(s) in videos/" if s.videos else "") + ")")

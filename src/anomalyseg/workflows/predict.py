@@ -5,20 +5,19 @@ Per image and scorer: ``scores/<scorer>/<stem>.npy`` (float32), ``heatmaps/<scor
 ``overlays/<scorer>/<stem>.png`` (photo, translucent score, detected region outlined), ``masks/<scorer>/
 <stem>.png`` (binary at the threshold, when one is known); per image ``segmentation/<stem>.png`` (the
 prediction in the model's class palette); ``predictions.csv`` (anomaly fraction at the threshold, max score)
-and ``index.html`` (a plain listing). Preprocessing, forward pass and scorers are the ones ``evaluate`` uses
-(:func:`anomalyseg.workflows.session.inference_transform`, :func:`anomalyseg.engine.tta.forward`,
-:func:`anomalyseg.scoring.scorers_from_spec`), so predict's maps equal ``evaluate --save-scores`` maps at the
-label resolution. Streams one image at a time; a rerun skips images whose outputs all exist (``force`` redoes);
-unreadable files are skipped and named in the summary. Videos (PyAV, the extra ``[video]``): every ``every``-th
-frame is an image with the stem ``<video stem>_f000123``, plus ``videos/<scorer>/<video stem>.mp4`` of the
-overlays (:mod:`anomalyseg.workflows.predict_video`).
+and ``index.html`` (a self-contained gallery: :mod:`anomalyseg.viz.gallery`). Preprocessing, forward pass and
+scorers are the ones ``evaluate`` uses (:func:`anomalyseg.workflows.session.inference_transform`,
+:func:`anomalyseg.engine.tta.forward`, :func:`anomalyseg.scoring.scorers_from_spec`), so predict's maps equal
+``evaluate --save-scores`` maps at the label resolution. Streams one image at a time; a rerun skips images whose
+outputs all exist (``force`` redoes); unreadable files are skipped and named in the summary. Videos (PyAV, the
+extra ``[video]``): every ``every``-th frame is an image with the stem ``<video stem>_f000123``, plus
+``videos/<scorer>/<video stem>.mp4`` of the overlays (:mod:`anomalyseg.workflows.predict_video`).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
-import html
 import io
 import logging
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write, check_output
+from anomalyseg.viz.gallery import write_gallery
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,15 @@ def predict(
     force: bool = False,
     progress: bool = True,
     every: int = 1,
+    gallery_max: int | None = None,
 ) -> PredictSummary:
     """Predict every image of ``inputs`` into ``out`` (see the module doc); returns a :class:`PredictSummary`.
 
     ``size`` (width, height): the model input fits inside it (aspect kept); ``inference``: ``whole`` /
     ``resize`` / ``slide`` as in ``evaluate`` (default: resize to the contract's size when it has one, else
-    whole); ``every``: predict frames 0, N, 2N, ... of videos. Raises a one-line UserError when nothing is
-    found, none could be read, or videos are given without PyAV.
+    whole); ``every``: predict frames 0, N, 2N, ... of videos; ``gallery_max``: images embedded in the
+    ``index.html`` gallery (the rest are listed; None: 100). Raises a one-line UserError when nothing is found,
+    none could be read, or videos are given without PyAV.
     """
     import torch
 
@@ -211,7 +213,7 @@ def predict(
         bar.close()
         if rows:
             _write_csv(out / CSV_NAME, rows, names)
-            _write_index(out, rows, names, summary)
+            write_gallery(out, rows, names, summary.thresholds, max_images=gallery_max)
     if not rows:
         raise UserError(f"none of the {len(images) + len(videos)} file(s) could be read: "
                         + "; ".join(f"{p}: {why}" for p, why in summary.failed[:3]))
@@ -339,23 +341,3 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], names: list[str]) -> None
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in cols})
     atomic_write(path, buf.getvalue())
-
-
-def _write_index(out: Path, rows: list[dict[str, Any]], names: list[str], summary: PredictSummary) -> None:
-    e = html.escape
-    head = "".join(f"<th>{e(n)}</th>" for n in names)
-    body = []
-    for r in rows:
-        cells = "".join(
-            f'<td><a href="overlays/{e(n)}/{e(r["stem"])}.png"><img src="overlays/{e(n)}/{e(r["stem"])}.png" '
-            f'width="320"></a><br>max {r.get(f"{n}_max", float("nan")):.4g}'
-            + ("" if r.get(f"{n}_anomaly_fraction") is None else f', anomaly {100 * r[f"{n}_anomaly_fraction"]:.2f} %')
-            + "</td>" for n in names)
-        body.append(f'<tr><td>{e(r["stem"])}<br><a href="segmentation/{e(r["stem"])}.png">segmentation</a></td>'
-                    f"{cells}</tr>")
-    thr = ", ".join(f"{n}: {'none' if v is None else f'{v:.6g}'}" for n, v in summary.thresholds.items())
-    page = ("<!doctype html><meta charset='utf-8'><title>anomalyseg predict</title>"
-            f"<h1>anomalyseg predict</h1><p>{len(rows)} images; thresholds {e(thr)}; "
-            f"<a href='{CSV_NAME}'>{CSV_NAME}</a></p>"
-            f"<table border='1' cellpadding='4'><tr><th>image</th>{head}</tr>{''.join(body)}</table>\n")
-    atomic_write(out / "index.html", page)
