@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from tests.engine.test_evaluate import make_checkpoint, make_tree
+from tests.viz.test_gallery import decode, page_data
 
 from anomalyseg.cli import main
 from anomalyseg.errors import UserError
@@ -90,6 +91,13 @@ def test_every_nth_frame_equals_the_frame_as_png(setup, tmp_path):
     overlay = np.asarray(Image.open(out / "overlays" / "max_logit" / "clip_f000006.png"), dtype=float)
     assert np.abs(frames[2] - overlay).mean() < 8  # lossy, but that frame (the square far right)
     assert np.abs(frames[0] - overlay).mean() > np.abs(frames[2] - overlay).mean()
+    # each predicted frame is kept as a photo (frames/<stem>.jpg) and the gallery shows it, not a grey stand-in
+    kept = np.asarray(Image.open(out / "frames" / "clip_f000006.jpg"), dtype=float)
+    assert kept.shape == (48, 64, 3) and np.abs(kept - reference[6]).mean() < 4
+    page = (out / "index.html").read_text()
+    assert page.count('data-i="') == 3
+    shown = decode(page_data(page)["images"][2]["photo"], "jpeg").astype(float)
+    assert shown.std() > 20  # the gradient and the square, not a flat grey
 
 
 def test_rerun_keeps_frames_and_remakes_the_video_only_when_needed(setup, tmp_path):

@@ -19,7 +19,8 @@ examples:
 INPUTS: image files, folders (--recursive: with subfolders), glob patterns and videos (.mp4 .avi .mov .mkv
 .webm .m4v; needs PyAV: pip install "anomalyseg[video]"). Of a video every --every N-th frame is predicted as
 an image with the stem <video stem>_f<frame index, 6 digits> (predictions.csv adds frame and time), and
-videos/<scorer>/<video stem>.mp4 shows its overlays at the video's frame rate / N.
+videos/<scorer>/<video stem>.mp4 shows its overlays at the video's frame rate / N; frames/<stem>.jpg keeps
+each predicted frame (the gallery shows it).
 Every output is at each image's native resolution: scores/<scorer>/<stem>.npy (float32),
 heatmaps/ and overlays/<scorer>/<stem>.png, masks/<scorer>/<stem>.png (binary, when --threshold is given),
 segmentation/<stem>.png, predictions.csv (per image: anomaly fraction at the threshold, max score) and

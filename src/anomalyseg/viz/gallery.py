@@ -134,7 +134,7 @@ def _entry(out: Path, row: dict[str, Any], names: list[str], samples: dict[str, 
         maps[n] = {"png": _png_uri(q), "lo": lo, "hi": hi, "p1": float(p1), "p99": float(p99),
                    "max": _num(row.get(f"{n}_max")), "fraction": _num(row.get(f"{n}_anomaly_fraction"))}
         shape = m.shape
-    photo, thumb = _photos(Path(row["file"]), shape)
+    photo, thumb = _photos(Path(row.get("photo") or row["file"]), shape)  # a video frame: its saved photo
     return {"stem": str(row["stem"]), "file": str(row["file"]), "photo": photo, "thumb": thumb, "maps": maps}
 
 

@@ -188,6 +188,8 @@ def predict(
         photo = read()
         if photo is None:
             return None
+        if extra.get("photo"):  # a video frame: keep it as a photo for the gallery
+            _write_image(Path(extra["photo"]), photo)
         H, W = photo.shape[:2]
         image = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
         x, _ = transform(image, torch.zeros(H, W, dtype=torch.uint8))
@@ -283,9 +285,12 @@ def _files(out: Path, stem: str, names: list[str], thresholds: dict[str, float |
 
 
 def _write_image(path: Path, rgb: np.ndarray) -> None:
+    """PNG, or JPEG (quality 92) for a ``.jpg`` path."""
     from PIL import Image
 
-    atomic_write(path, lambda fh: Image.fromarray(rgb).save(fh, format="PNG"))
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    atomic_write(path, lambda fh: Image.fromarray(rgb).save(fh, **({"format": "JPEG", "quality": 92} if jpeg
+                                                                     else {"format": "PNG"})))
 
 
 def _heat(score: np.ndarray) -> np.ndarray:

@@ -32,6 +32,11 @@ def frame_stem(stem: str, index: int) -> str:
     return f"{stem}_f{index:06d}"
 
 
+def frame_photo(out: Path, stem: str) -> Path:
+    """Where a predicted frame is kept as a JPEG (``frames/<frame stem>.jpg``): the photo the gallery shows."""
+    return out / "frames" / f"{stem}.jpg"
+
+
 def video_file(out: Path, scorer: str, stem: str) -> Path:
     """Where the overlay video of one scorer and video goes."""
     return out / "videos" / scorer / f"{stem}.mp4"
@@ -65,7 +70,8 @@ def predict_video(path: Path, stem: str, every: int, predict_one: PredictOne,
     for frame in read_frames(path, every):
         fstem = frame_stem(stem, frame.index)
         time = None if frame.time is None else round(frame.time, 6)
-        fresh |= bool(predict_one(path, fstem, frame.rgb, {"frame": frame.index, "time": time}))
+        photo = str(frame_photo(out, fstem))  # the frame itself, for the gallery (the row's file is the video)
+        fresh |= bool(predict_one(path, fstem, frame.rgb, {"frame": frame.index, "time": time, "photo": photo}))
         stems.append(fstem)
     if not stems:
         return []
