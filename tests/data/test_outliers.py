@@ -25,13 +25,16 @@ from anomalyseg.data.transforms import TrainTransform
 from anomalyseg.errors import UserError
 
 #: The 80 COCO 2017 instance categories (cocodataset.org), an independent list for the default exclusions.
-COCO_NAMES = set(
-    "person,bicycle,car,motorcycle,airplane,bus,train,truck,boat,traffic light,fire hydrant,stop sign,parking meter,"
-    "bench,bird,cat,dog,horse,sheep,cow,elephant,bear,zebra,giraffe,backpack,umbrella,handbag,tie,suitcase,frisbee,"
-    "skis,snowboard,sports ball,kite,baseball bat,baseball glove,skateboard,surfboard,tennis racket,bottle,"
-    "wine glass,cup,fork,knife,spoon,bowl,banana,apple,sandwich,orange,broccoli,carrot,hot dog,pizza,donut,cake,"
-    "chair,couch,potted plant,bed,dining table,toilet,tv,laptop,mouse,remote,keyboard,cell phone,microwave,oven,"
-    "toaster,sink,refrigerator,book,clock,vase,scissors,teddy bear,hair drier,toothbrush".split(","))
+COCO_NAMES = {
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant",
+    "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard",
+    "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli",
+    "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed", "dining table", "toilet",
+    "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
+    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+}
 
 
 def _rgba(path: Path, size=(40, 30), box=(5, 4, 25, 20), colour=(200, 40, 10)) -> Path:
@@ -211,7 +214,7 @@ def test_procedural_source_draws_sized_deterministic_objects():
         again = src.sample(np.random.default_rng(seed), 48)
         assert (cut.rgb == again.rgb).all() and (cut.alpha == again.alpha).all()
         assert cut.rgb.dtype == np.uint8 and cut.alpha.dtype == np.float32 and cut.rgb.shape[:2] == cut.alpha.shape
-        assert 0 <= cut.alpha.min() and cut.alpha.max() <= 1 and (cut.alpha >= 0.5).sum() >= 4
+        assert cut.alpha.min() >= 0 and cut.alpha.max() <= 1 and (cut.alpha >= 0.5).sum() >= 4
         assert max(cut.alpha.shape) <= 48  # cropped to the object: never larger than asked
 
 

@@ -274,8 +274,10 @@ def assert_no_anomaly(
 OUTLIER_HASH_SAMPLE = 64
 
 
-def _held_out_files(spec: DatasetSpec, root: str | Path) -> list[Path]:
-    """Image and label files of ``spec``'s held-out splits (:func:`forbidden_splits`) present under ``root``."""
+def _held_out_files(spec: DatasetSpec, root: str | Path) -> tuple[list[Path], list[Path]]:
+    """``(split folders, image and label files)`` of ``spec``'s held-out splits (:func:`forbidden_splits`)
+    present under ``root``."""
+    folders: list[Path] = []
     files: list[Path] = []
     for split in forbidden_splits(spec):
         if split not in spec.splits:
@@ -284,10 +286,12 @@ def _held_out_files(spec: DatasetSpec, root: str | Path) -> list[Path]:
             dataset = spec.open(root, split)
         except UserError:  # not there (e.g. only the training archive was downloaded): nothing to compare with
             continue
+        if getattr(dataset, "split_dir", None) is not None:
+            folders.append(Path(dataset.split_dir))
         for entry in getattr(dataset, "entries", ()):
             paths = (entry.image, entry.label) if hasattr(entry, "image") else entry  # Entry, or Cityscapes' tuple
             files += [Path(p) for p in paths if isinstance(p, Path)]
-    return files
+    return folders, files
 
 
 def _sha256(path: Path) -> str:
@@ -298,19 +302,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_outlier_source(source: Any, *, spec: DatasetSpec, root: str | Path,
-                         sample: int = OUTLIER_HASH_SAMPLE) -> None:
-    """Refuse (one line) an outlier source (:class:`~anomalyseg.data.outliers.OutlierSource`) that could leak
-    evaluation data into training: a folder of it that is, lies in or holds a held-out split of ``spec`` under
-    ``root`` or a real anomaly set's package folder (``RoadAnomaly``, ``fs_static``, ...), or one of ``sample``
-    of its files (evenly spaced) that is a held-out file, by resolved path or by content (SHA-256; only files
-    of equal size are hashed)."""
+def _held_out(spec: DatasetSpec, root: str | Path) -> tuple[list[Path], set[Path]]:
+    """(resolved held-out files, resolved folders holding them, split folders included)."""
+    split_dirs, files = _held_out_files(spec, root)
+    held = [p.resolve() for p in files]
+    return held, {p.parent for p in held} | {d.resolve() for d in split_dirs}
+
+
+def check_outlier_folders(folders: Sequence[str | Path], *, spec: DatasetSpec, root: str | Path) -> None:
+    """Refuse (one line) outlier source folders that are, lie in or hold a held-out split of ``spec`` under
+    ``root``, or a real anomaly set's package folder (``RoadAnomaly``, ``fs_static``, ...)."""
     from anomalyseg.data.anomaly_presets import PRESETS
 
-    held = [p.resolve() for p in _held_out_files(spec, root)]
-    held_dirs = {p.parent for p in held}
+    _, held_dirs = _held_out(spec, root)
     anomaly_folders = {p.folder for p in PRESETS.values()}
-    for folder in (Path(r).expanduser().resolve() for r in source.roots):
+    for folder in (Path(f).expanduser().resolve() for f in folders):
         inside = next((d for d in held_dirs if d == folder or d in folder.parents), None)
         holds = next((d for d in held_dirs if folder in d.parents), None)
         if inside is not None or holds is not None:
@@ -321,6 +327,16 @@ def check_outlier_source(source: Any, *, spec: DatasetSpec, root: str | Path,
         if named is not None:
             raise UserError(f"outlier source folder {folder} is or holds the anomaly evaluation set {named!r}: "
                             "outliers must never come from evaluation data")
+
+
+def check_outlier_source(source: Any, *, spec: DatasetSpec, root: str | Path,
+                         sample: int = OUTLIER_HASH_SAMPLE) -> None:
+    """Refuse (one line) an outlier source (:class:`~anomalyseg.data.outliers.OutlierSource`) that could leak
+    evaluation data into training: its folders (:func:`check_outlier_folders`), or one of ``sample`` of its
+    files (evenly spaced) that is a held-out file, by resolved path or by content (SHA-256; only files of equal
+    size are hashed)."""
+    check_outlier_folders(source.roots, spec=spec, root=root)
+    held, _ = _held_out(spec, root)
     files = list(source.files)
     picked = files[:: max(1, math.ceil(len(files) / sample))] if sample > 0 else []
     held_set, by_size = set(held), {}

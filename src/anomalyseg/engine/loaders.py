@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -32,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from anomalyseg.config import DataConfig, OutlierExposureConfig
 from anomalyseg.constants import OUTLIER_LABEL
-from anomalyseg.engine.guards import check_outlier_source, check_split_allowed
+from anomalyseg.engine.guards import check_outlier_folders, check_outlier_source, check_split_allowed
 from anomalyseg.errors import UserError
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ def outlier_paster(cfg: OutlierExposureConfig, spec: DatasetSpec, root: str) -> 
 
     if OUTLIER_LABEL in spec.anomaly_ids or spec.num_classes > OUTLIER_LABEL:
         raise UserError(f"outlier exposure: {spec.title} uses label {OUTLIER_LABEL}, the label of pasted outliers")
+    if cfg.source != "procedural":  # the folders first: "this is the test split" beats any complaint about its files
+        check_outlier_folders([f for f in (cfg.root, cfg.annotations and Path(cfg.annotations).parent) if f],
+                              spec=spec, root=root)
     source = open_outlier_source(cfg.source, root=cfg.root, annotations=cfg.annotations,
                                  exclude_classes=cfg.exclude_classes, dataset=spec.name)
     check_outlier_source(source, spec=spec, root=root)
