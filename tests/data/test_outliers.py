@@ -5,6 +5,7 @@ crop / flip / jitter draws untouched), checked against small independent referen
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import sys
 from pathlib import Path
@@ -194,6 +195,17 @@ def test_coco_source_bad_input_is_one_line(tmp_path, monkeypatch, case):
     with pytest.raises(UserError) as exc:
         CocoSource(tmp_path / "img", ann)
     _one_line(exc, needle)
+
+
+def test_sources_and_the_paster_pickle_for_spawned_loader_workers(tmp_path):
+    pytest.importorskip("pycocotools")
+    ann, _ = _coco(tmp_path / "coco")
+    _rgba(tmp_path / "cutouts" / "a.png")
+    sources = [ProceduralSource(), FolderSource(tmp_path / "cutouts"), CocoSource(tmp_path / "coco" / "img", ann)]
+    for src in sources:
+        copy = pickle.loads(pickle.dumps(PasteOutliers(src, p=1.0))).source
+        a, b = src.sample(np.random.default_rng(1), 30), copy.sample(np.random.default_rng(1), 30)
+        assert (a.rgb == b.rgb).all() and (a.alpha == b.alpha).all()
 
 
 def test_default_exclusions_are_coco_categories_of_the_target_domain():

@@ -85,7 +85,7 @@ class CocoSource:
 
     def __init__(self, root: str | Path, annotations: str | Path, *, exclude_classes: Sequence[str] | None = None,
                  dataset: str | None = None) -> None:
-        self._mask = _mask_api()
+        _mask_api()  # fail fast, before reading a large json
         self.root = Path(root).expanduser()
         self.annotations = Path(annotations).expanduser()
         if not self.root.is_dir():
@@ -158,14 +158,16 @@ class CocoSource:
         mask = self._decode(segm, height, width)[y0:y1, x0:x1]
         return Cutout(np.ascontiguousarray(image[y0:y1, x0:x1]), mask.astype(np.float32))
 
-    def _decode(self, segm: Any, height: int, width: int) -> np.ndarray:
+    @staticmethod
+    def _decode(segm: Any, height: int, width: int) -> np.ndarray:
+        api = _mask_api()  # not kept on the instance: a module does not pickle (DataLoader workers under spawn)
         if isinstance(segm, list):  # polygons
-            rle = self._mask.merge(self._mask.frPyObjects(segm, height, width))
+            rle = api.merge(api.frPyObjects(segm, height, width))
         elif isinstance(segm.get("counts"), list):  # uncompressed RLE
-            rle = self._mask.frPyObjects(segm, height, width)
+            rle = api.frPyObjects(segm, height, width)
         else:  # compressed RLE
             rle = segm
-        return np.asarray(self._mask.decode(rle), dtype=bool)
+        return np.asarray(api.decode(rle), dtype=bool)
 
     def sample(self, rng: np.random.Generator, longer_side: int) -> Cutout:
         """An instance drawn uniformly (``longer_side`` unused: the paster resizes)."""
