@@ -302,19 +302,36 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _held_out(spec: DatasetSpec, root: str | Path) -> tuple[list[Path], set[Path]]:
-    """(resolved held-out files, resolved folders holding them, split folders included)."""
+class HeldOut(NamedTuple):
+    """What outliers must never come from: held-out files and the folders holding them (all resolved)."""
+
+    files: list[Path]
+    folders: set[Path]
+
+
+def held_out_data(spec: DatasetSpec, root: str | Path) -> HeldOut:
+    """The held-out files and folders of ``spec`` under ``root`` (split folders included), listed once."""
     split_dirs, files = _held_out_files(spec, root)
     held = [p.resolve() for p in files]
-    return held, {p.parent for p in held} | {d.resolve() for d in split_dirs}
+    return HeldOut(held, {p.parent for p in held} | {d.resolve() for d in split_dirs})
 
 
-def check_outlier_folders(folders: Sequence[str | Path], *, spec: DatasetSpec, root: str | Path) -> None:
+def _given_or_listed(held: HeldOut | None, spec: DatasetSpec, root: str | Path | None) -> HeldOut:
+    if held is not None:
+        return held
+    if root is None:
+        raise TypeError("give the dataset root or its held-out data (held_out_data)")
+    return held_out_data(spec, root)
+
+
+def check_outlier_folders(folders: Sequence[str | Path], *, spec: DatasetSpec, root: str | Path | None = None,
+                          held: HeldOut | None = None) -> None:
     """Refuse (one line) outlier source folders that are, lie in or hold a held-out split of ``spec`` under
-    ``root``, or a real anomaly set's package folder (``RoadAnomaly``, ``fs_static``, ...)."""
+    ``root`` (or ``held``: :func:`held_out_data`), or a real anomaly set's package folder (``RoadAnomaly``,
+    ``fs_static``, ...)."""
     from anomalyseg.data.anomaly_presets import PRESETS
 
-    _, held_dirs = _held_out(spec, root)
+    held_dirs = _given_or_listed(held, spec, root).folders
     anomaly_folders = {p.folder for p in PRESETS.values()}
     for folder in (Path(f).expanduser().resolve() for f in folders):
         inside = next((d for d in held_dirs if d == folder or d in folder.parents), None)
@@ -329,18 +346,18 @@ def check_outlier_folders(folders: Sequence[str | Path], *, spec: DatasetSpec, r
                             "outliers must never come from evaluation data")
 
 
-def check_outlier_source(source: Any, *, spec: DatasetSpec, root: str | Path,
-                         sample: int = OUTLIER_HASH_SAMPLE) -> None:
+def check_outlier_source(source: Any, *, spec: DatasetSpec, root: str | Path | None = None,
+                         held: HeldOut | None = None, sample: int = OUTLIER_HASH_SAMPLE) -> None:
     """Refuse (one line) an outlier source (:class:`~anomalyseg.data.outliers.OutlierSource`) that could leak
     evaluation data into training: its folders (:func:`check_outlier_folders`), or one of ``sample`` of its
     files (evenly spaced) that is a held-out file, by resolved path or by content (SHA-256; only files of equal
     size are hashed)."""
-    check_outlier_folders(source.roots, spec=spec, root=root)
-    held, _ = _held_out(spec, root)
+    held = _given_or_listed(held, spec, root)
+    check_outlier_folders(source.roots, spec=spec, held=held)
     files = list(source.files)
     picked = files[:: max(1, math.ceil(len(files) / sample))] if sample > 0 else []
-    held_set, by_size = set(held), {}
-    for p in held:
+    held_set, by_size = set(held.files), {}
+    for p in held.files:
         if p.is_file():
             by_size.setdefault(p.stat().st_size, []).append(p)
     digests: dict[Path, str] = {}

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from anomalyseg.config import DataConfig, OutlierExposureConfig
 from anomalyseg.constants import OUTLIER_LABEL
-from anomalyseg.engine.guards import check_outlier_folders, check_outlier_source, check_split_allowed
+from anomalyseg.engine.guards import check_outlier_folders, check_outlier_source, check_split_allowed, held_out_data
 from anomalyseg.errors import UserError
 
 if TYPE_CHECKING:
@@ -87,12 +87,13 @@ def outlier_paster(cfg: OutlierExposureConfig, spec: DatasetSpec, root: str) -> 
 
     if OUTLIER_LABEL in spec.anomaly_ids or spec.num_classes > OUTLIER_LABEL:
         raise UserError(f"outlier exposure: {spec.title} uses label {OUTLIER_LABEL}, the label of pasted outliers")
+    held = held_out_data(spec, root)
     if cfg.source != "procedural":  # the folders first: "this is the test split" beats any complaint about its files
         check_outlier_folders([f for f in (cfg.root, cfg.annotations and Path(cfg.annotations).parent) if f],
-                              spec=spec, root=root)
+                              spec=spec, held=held)
     source = open_outlier_source(cfg.source, root=cfg.root, annotations=cfg.annotations,
                                  exclude_classes=cfg.exclude_classes, dataset=spec.name)
-    check_outlier_source(source, spec=spec, root=root)
+    check_outlier_source(source, spec=spec, held=held)
     log.info("outlier exposure: %s; p=%g, k=%s, scale %s of the crop's shorter side, blend %g px",
              source.name, cfg.p, tuple(cfg.k), tuple(cfg.scale_range), cfg.blend_px)
     return PasteOutliers(source, p=cfg.p, k=tuple(cfg.k), scale_range=tuple(cfg.scale_range),  # type: ignore[arg-type]
