@@ -3,8 +3,10 @@
 ``TrainTransform`` is the seed's best recipe: a multi-scale *variable* crop (a window of about crop x s,
 s ~ U(scale_range), clamped to the image with the crop's aspect ratio, resized to the crop size — small s
 zooms in, large s zooms out, and the window always lies inside the image so nothing is ever padded), then
-horizontal flip, colour jitter and Gaussian blur, each switchable for ablations. ``EvalTransform`` only
-resizes the image (optionally) and normalises it; the label stays at native resolution for the metrics.
+horizontal flip, optional outlier pasting (outlier exposure:
+:class:`~anomalyseg.data.outliers.paste.PasteOutliers`, after the geometric steps and before the photometric
+ones; its module says why), colour jitter and Gaussian blur, each switchable for ablations. ``EvalTransform``
+only resizes the image (optionally) and normalises it; the label stays at native resolution for the metrics.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class TrainTransform:
             or ``False``.
         blur: Gaussian blur (kernel 5, sigma 0.1..1.5) with probability 0.3; a float sets the probability.
         mean, std: normalisation (``None`` keeps [0, 1] floats).
+        paster: a joint transform run after the crop and flip, before colour jitter (outlier exposure:
+            :class:`~anomalyseg.data.outliers.paste.PasteOutliers`); ``None``: no pasting.
     """
 
     def __init__(
@@ -98,11 +102,15 @@ class TrainTransform:
         blur: bool | float = True,
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
+        paster: v2.Transform | None = None,
     ) -> None:
         self.crop_size = _pair(crop_size)
+        self.paster = paster
         steps: list[v2.Transform] = [ScaleCrop(self.crop_size, scale_range or (1.0, 1.0))]
         if hflip:
             steps.append(v2.RandomHorizontalFlip(0.5))
+        if paster is not None:
+            steps.append(paster)
         if color_jitter:
             b, c, s, h = DEFAULT_JITTER if color_jitter is True else tuple(color_jitter)
             steps.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))

@@ -8,6 +8,11 @@ refused whatever the dataset (held out for the final numbers).
 The scan reads label files only (no images), in parallel DataLoader workers, stops at the first anomaly pixel,
 and caches a clean result on disk keyed by the label files' paths, sizes and modification times, so the
 second run over the same 5,000 labels costs a few stat calls.
+
+Outlier exposure (:func:`check_outlier_source`): the source of pasted objects may not be, lie in or hold the
+held-out split, nor a real anomaly set's folder, and a sample of its files may not be copies of held-out files
+(compared by content). Pasted pixels (label ``OUTLIER_LABEL``) are made by the training transform after the
+label files are read: the scan of label files (and its cache) never sees them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -259,3 +265,110 @@ def assert_no_anomaly(
     is held out (see :func:`scan_labels`)."""
     scan_labels(dataset, split, anomaly_ids=anomaly_ids, spec=spec, purpose=purpose,
                 workers=workers, use_cache=use_cache)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Outlier exposure: the outlier source never is, holds or copies evaluation data
+# ---------------------------------------------------------------------------------------------------
+#: Source files compared by content with the held-out files (evenly spaced over the source's sorted list).
+OUTLIER_HASH_SAMPLE = 64
+
+
+def _held_out_files(spec: DatasetSpec, root: str | Path) -> tuple[list[Path], list[Path]]:
+    """``(split folders, image and label files)`` of ``spec``'s held-out splits (:func:`forbidden_splits`)
+    present under ``root``."""
+    folders: list[Path] = []
+    files: list[Path] = []
+    for split in forbidden_splits(spec):
+        if split not in spec.splits:
+            continue
+        try:
+            dataset = spec.open(root, split)
+        except UserError:  # not there (e.g. only the training archive was downloaded): nothing to compare with
+            continue
+        if getattr(dataset, "split_dir", None) is not None:
+            folders.append(Path(dataset.split_dir))
+        for entry in getattr(dataset, "entries", ()):
+            paths = (entry.image, entry.label) if hasattr(entry, "image") else entry  # Entry, or Cityscapes' tuple
+            files += [Path(p) for p in paths if isinstance(p, Path)]
+    return folders, files
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class HeldOut(NamedTuple):
+    """What outliers must never come from: held-out files and the folders holding them (all resolved)."""
+
+    files: list[Path]
+    folders: set[Path]
+
+
+def held_out_data(spec: DatasetSpec, root: str | Path) -> HeldOut:
+    """The held-out files and folders of ``spec`` under ``root`` (split folders included), listed once."""
+    split_dirs, files = _held_out_files(spec, root)
+    held = [p.resolve() for p in files]
+    return HeldOut(held, {p.parent for p in held} | {d.resolve() for d in split_dirs})
+
+
+def _given_or_listed(held: HeldOut | None, spec: DatasetSpec, root: str | Path | None) -> HeldOut:
+    if held is not None:
+        return held
+    if root is None:
+        raise TypeError("give the dataset root or its held-out data (held_out_data)")
+    return held_out_data(spec, root)
+
+
+def check_outlier_folders(folders: Sequence[str | Path], *, spec: DatasetSpec, root: str | Path | None = None,
+                          held: HeldOut | None = None) -> None:
+    """Refuse (one line) outlier source folders that are, lie in or hold a held-out split of ``spec`` under
+    ``root`` (or ``held``: :func:`held_out_data`), or a real anomaly set's package folder (``RoadAnomaly``,
+    ``fs_static``, ...)."""
+    from anomalyseg.data.anomaly_presets import PRESETS
+
+    held_dirs = _given_or_listed(held, spec, root).folders
+    anomaly_folders = {p.folder for p in PRESETS.values()}
+    for folder in (Path(f).expanduser().resolve() for f in folders):
+        inside = next((d for d in held_dirs if d == folder or d in folder.parents), None)
+        holds = next((d for d in held_dirs if folder in d.parents), None)
+        if inside is not None or holds is not None:
+            where = "is inside" if inside is not None else "holds"
+            raise UserError(f"outlier source folder {folder} {where} the held-out {spec.title} evaluation data "
+                            f"({inside or holds}): outliers must never come from the evaluation split")
+        named = next((n for n in anomaly_folders if n in folder.parts or (folder / n).is_dir()), None)
+        if named is not None:
+            raise UserError(f"outlier source folder {folder} is or holds the anomaly evaluation set {named!r}: "
+                            "outliers must never come from evaluation data")
+
+
+def check_outlier_source(source: Any, *, spec: DatasetSpec, root: str | Path | None = None,
+                         held: HeldOut | None = None, sample: int = OUTLIER_HASH_SAMPLE) -> None:
+    """Refuse (one line) an outlier source (:class:`~anomalyseg.data.outliers.OutlierSource`) that could leak
+    evaluation data into training: its folders (:func:`check_outlier_folders`), or one of ``sample`` of its
+    files (evenly spaced) that is a held-out file, by resolved path or by content (SHA-256; only files of equal
+    size are hashed)."""
+    held = _given_or_listed(held, spec, root)
+    check_outlier_folders(source.roots, spec=spec, held=held)
+    files = list(source.files)
+    picked = files[:: max(1, math.ceil(len(files) / sample))] if sample > 0 else []
+    held_set, by_size = set(held.files), {}
+    for p in held.files:
+        if p.is_file():
+            by_size.setdefault(p.stat().st_size, []).append(p)
+    digests: dict[Path, str] = {}
+    for path in picked:
+        real = Path(path).resolve()
+        if real in held_set:
+            raise UserError(f"outlier source file {path} is the held-out evaluation file {real} ({spec.title})")
+        twins = by_size.get(real.stat().st_size, []) if real.is_file() else []
+        if twins:
+            mine = _sha256(real)
+            copy = next((t for t in twins if digests.setdefault(t, _sha256(t)) == mine), None)
+            if copy is not None:
+                raise UserError(f"outlier source file {path} is a copy of the held-out evaluation file {copy} "
+                                f"({spec.title}): outliers must never come from the evaluation split")

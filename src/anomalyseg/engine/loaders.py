@@ -2,7 +2,10 @@
 augmentation.
 
 :func:`build_datasets` opens the training and validation splits of any registered dataset through its
-:class:`~anomalyseg.data.registry.DatasetSpec` (the one dataset interface), after the leakage guard's split check.
+:class:`~anomalyseg.data.registry.DatasetSpec` (the one dataset interface), after the leakage guard's split
+check. With outlier exposure on (``outliers.enabled``) it opens the outlier source once, checks it against the
+dataset's held-out data (:func:`~anomalyseg.engine.guards.check_outlier_source`) and gives the training
+transform a paster (:func:`outlier_paster`); the validation split never gets pastes.
 
 Exact resume needs two things the stock pieces lack: starting an epoch at batch k
 (:class:`ResumableSampler`, a ``DistributedSampler`` that can skip its first samples) and augmentations
@@ -18,20 +21,26 @@ process" text with the worker's traceback inside.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate, get_worker_info
 
-from anomalyseg.config import DataConfig
-from anomalyseg.engine.guards import check_split_allowed
+from anomalyseg.config import DataConfig, OutlierExposureConfig
+from anomalyseg.constants import OUTLIER_LABEL
+from anomalyseg.engine.guards import check_outlier_folders, check_outlier_source, check_split_allowed, held_out_data
 from anomalyseg.errors import UserError
 
 if TYPE_CHECKING:
+    from anomalyseg.data.outliers.paste import PasteOutliers
     from anomalyseg.data.registry import DatasetSpec
+
+log = logging.getLogger(__name__)
 
 
 class TrainDatasets(NamedTuple):
@@ -41,11 +50,12 @@ class TrainDatasets(NamedTuple):
     val: Dataset
     info: Any  # the opened dataset's ``info`` (DatasetInfo: palette, ...), None when it has none
     spec: DatasetSpec
+    outliers: Any = None  # the OutlierSource pasted into training crops, None without outlier exposure
 
 
-def build_datasets(cfg: DataConfig) -> TrainDatasets:
+def build_datasets(cfg: DataConfig, outliers: OutlierExposureConfig | None = None) -> TrainDatasets:
     """Training / validation splits of ``cfg.dataset`` with the configured transforms (held-out splits refused,
-    ``max_*_samples`` applied)."""
+    ``max_*_samples`` applied); with ``outliers.enabled`` the training transform pastes outliers."""
     from anomalyseg.data.registry import available_datasets, dataset_spec
     from anomalyseg.data.transforms import EvalTransform, TrainTransform
 
@@ -56,8 +66,9 @@ def build_datasets(cfg: DataConfig) -> TrainDatasets:
                         f"trainable: {', '.join(trainable)}")
     check_split_allowed(cfg.train_split, "training", spec=spec)
     check_split_allowed(cfg.val_split, "validation (choosing checkpoints)", spec=spec)
+    paster = outlier_paster(outliers, spec, cfg.root) if outliers is not None and outliers.enabled else None
     train_tf = TrainTransform(crop_size=cfg.crop_size, scale_range=cfg.scale_range, hflip=cfg.hflip,
-                              color_jitter=cfg.color_jitter, blur=cfg.blur)
+                              color_jitter=cfg.color_jitter, blur=cfg.blur, paster=paster)
     train_ds = spec.open(cfg.root, cfg.train_split, train_tf, cfg.on_error)
     val_ds = spec.open(cfg.root, cfg.val_split, EvalTransform(size=cfg.val_size), "raise")
     info = getattr(train_ds, "info", None)
@@ -65,7 +76,28 @@ def build_datasets(cfg: DataConfig) -> TrainDatasets:
         train_ds = Subset(train_ds, range(min(cfg.max_train_samples, len(train_ds))))
     if cfg.max_val_samples is not None:
         val_ds = Subset(val_ds, range(min(cfg.max_val_samples, len(val_ds))))
-    return TrainDatasets(train_ds, val_ds, info, spec)
+    return TrainDatasets(train_ds, val_ds, info, spec, paster.source if paster is not None else None)
+
+
+def outlier_paster(cfg: OutlierExposureConfig, spec: DatasetSpec, root: str) -> PasteOutliers:
+    """The paster of ``cfg``: its source opened (an empty or unreadable one is a one-line error) and refused
+    when it is, holds or copies held-out data of ``spec`` under ``root``."""
+    from anomalyseg.data.outliers import open_outlier_source
+    from anomalyseg.data.outliers.paste import PasteOutliers
+
+    if OUTLIER_LABEL in spec.anomaly_ids or spec.num_classes > OUTLIER_LABEL:
+        raise UserError(f"outlier exposure: {spec.title} uses label {OUTLIER_LABEL}, the label of pasted outliers")
+    held = held_out_data(spec, root)
+    if cfg.source != "procedural":  # the folders first: "this is the test split" beats any complaint about its files
+        check_outlier_folders([f for f in (cfg.root, cfg.annotations and Path(cfg.annotations).parent) if f],
+                              spec=spec, held=held)
+    source = open_outlier_source(cfg.source, root=cfg.root, annotations=cfg.annotations,
+                                 exclude_classes=cfg.exclude_classes, dataset=spec.name)
+    check_outlier_source(source, spec=spec, held=held)
+    log.info("outlier exposure: %s; p=%g, k=%s, scale %s of the crop's shorter side, blend %g px",
+             source.name, cfg.p, tuple(cfg.k), tuple(cfg.scale_range), cfg.blend_px)
+    return PasteOutliers(source, p=cfg.p, k=tuple(cfg.k), scale_range=tuple(cfg.scale_range),  # type: ignore[arg-type]
+                         blend_px=cfg.blend_px)
 
 
 def seed_everything(seed: int) -> None:

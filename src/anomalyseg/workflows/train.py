@@ -201,7 +201,7 @@ def _prepare_data(cfg: Config, ctx: D.DistContext) -> RunData:
     from anomalyseg.data.samples import collate_samples
 
     t = cfg.train
-    sets = build_datasets(cfg.data)
+    sets = build_datasets(cfg.data, outliers=cfg.outlier_exposure)
     class_weights = _class_weights(t, sets.spec.num_classes, _scan_labels(cfg, ctx, sets))
     pin = ctx.device.type == "cuda"
     loader, sampler = make_train_loader(sets.train, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
