@@ -117,6 +117,13 @@ def test_demo_fine_tunes_with_outlier_exposure(demo_run):
     for name, entry in oe["scorers"].items():
         assert record["summary_oe"]["scorers"][name]["pooled"]["aupr"] == entry["metrics"]["pooled"]["aupr"]
     assert (out / "run_oe" / "checkpoints" / "best.scorers.pt").is_file()
+    # the procedural outliers were pasted (their share of the pixels is logged) and the outlier loss acted on them
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "run_oe" / "tb"), size_guidance={"images": 0}).Reload()
+    fractions = [e.value for e in events.Scalars("train/outlier_fraction")]
+    assert fractions and max(fractions) > 0.005
+    assert max(e.value for e in events.Scalars("train/loss_outlier")) > 0
     assert "fine-tuned with outlier exposure" in stdout and f"{100 * oe['segmentation']['miou']:.1f}%" in stdout
     html = Path(paths["report"]).read_text()
     assert "synthetic_test_oe" in html and "synthetic_test" in html.replace("synthetic_test_oe", "")
