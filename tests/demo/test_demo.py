@@ -13,7 +13,7 @@ from PIL import Image
 
 from anomalyseg import cli
 from anomalyseg.cli import demo as demo_cli
-from anomalyseg.config import config_from_dict, config_to_dict
+from anomalyseg.configio import config_from_dict, config_to_dict
 from anomalyseg.errors import UserError
 from anomalyseg.report.results import read_results
 from anomalyseg.scoring import scorers_from_spec

@@ -15,7 +15,8 @@ from tests.engine.tiny_model import build
 
 from anomalyseg.checkpoints import io as ck
 from anomalyseg.checkpoints.reload import load_model
-from anomalyseg.config import Config, config_to_dict
+from anomalyseg.config import Config
+from anomalyseg.configio import config_to_dict
 from anomalyseg.errors import UserError
 from anomalyseg.files import is_torch_file
 

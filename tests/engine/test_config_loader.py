@@ -8,14 +8,8 @@ from typing import Literal
 import pytest
 import yaml
 
-from anomalyseg.config import (
-    Config,
-    config_from_dict,
-    config_to_dict,
-    diff_configs,
-    dump_config,
-    load_config,
-)
+from anomalyseg.config import Config, load_config
+from anomalyseg.configio import config_from_dict, config_to_dict, diff_configs, dump_config
 from anomalyseg.errors import UserError
 
 
@@ -157,7 +151,7 @@ def _schemas():
 
 def test_every_numeric_field_has_a_bound():
     """One check for every numeric setting: a new int / float field without a Bound fails here."""
-    from anomalyseg.config import field_bounds
+    from anomalyseg.configio import field_bounds
 
     missing = [f"{schema.__name__}: {key}" for top in _schemas() for key, schema, name, _ in _numeric_fields(top)
                if name not in field_bounds(schema)]
@@ -183,7 +177,7 @@ def _override_value(schema: type, name: str, value: str) -> str:
 def test_out_of_range_and_non_finite_numbers_are_one_line(schema_index):
     """For every numeric field of every schema: nan / inf (floats) and a value past each bound are refused with
     one line naming the key (and, past a bound, the bound)."""
-    from anomalyseg.config import apply_overrides, field_bounds
+    from anomalyseg.configio import apply_overrides, field_bounds
 
     top = _schemas()[schema_index]
     for key, schema, name, kind in _numeric_fields(top):
@@ -207,7 +201,8 @@ def test_out_of_range_and_non_finite_numbers_are_one_line(schema_index):
 
 
 def test_bounds_checked_for_configs_built_in_code():
-    from anomalyseg.config import DataConfig, OptimConfig, check_values
+    from anomalyseg.config import DataConfig, OptimConfig
+    from anomalyseg.configio import check_values
 
     check_values(Config())
     with pytest.raises(UserError, match=r"config key 'data.crop_size': each value must be >= 1 and <= 8192"):

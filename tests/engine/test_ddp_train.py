@@ -13,7 +13,8 @@ from tests.engine.helpers import REPO_ROOT, subprocess_env, tiny_overrides
 
 from anomalyseg.checkpoints.io import load_checkpoint
 from anomalyseg.checkpoints.reload import load_model
-from anomalyseg.config import dump_config, load_config
+from anomalyseg.config import load_config
+from anomalyseg.configio import dump_config
 from anomalyseg.data.samples import collate_samples
 from anomalyseg.data.streethazards import StreetHazards
 from anomalyseg.data.transforms import EvalTransform

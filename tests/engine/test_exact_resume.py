@@ -13,7 +13,8 @@ from tests.engine.helpers import REPO_ROOT, assert_same_weights, subprocess_env,
 
 from anomalyseg.checkpoints.io import load_checkpoint
 from anomalyseg.cli import main as cli_main
-from anomalyseg.config import dump_config, load_config
+from anomalyseg.config import load_config
+from anomalyseg.configio import dump_config
 from anomalyseg.workflows.train import train
 
 

@@ -154,7 +154,8 @@ def test_sweep_continues_an_interrupted_training(tmp_path):
     from tests.engine.helpers import TINY_MODEL
 
     from anomalyseg.checkpoints.io import load_checkpoint
-    from anomalyseg.config import Config, apply_overrides, config_from_dict
+    from anomalyseg.config import Config
+    from anomalyseg.configio import apply_overrides, config_from_dict
     from anomalyseg.data.synthetic import write_synthetic
     from anomalyseg.workflows.sweep import _train
     from anomalyseg.workflows.train import train

@@ -88,7 +88,8 @@ def _check_classes(path: Path, ckpt: dict[str, Any], contract: InputContract, wa
 
 
 def _build(path: Path, ckpt: dict[str, Any], contract: InputContract) -> nn.Module:
-    from anomalyseg.config import ModelConfig, config_from_dict
+    from anomalyseg.config import ModelConfig
+    from anomalyseg.configio import config_from_dict
     from anomalyseg.models import build_model
 
     cfg = config_from_dict(ModelConfig, (ckpt.get("config") or {}).get("model", {"name": ckpt.get("model_name")}))

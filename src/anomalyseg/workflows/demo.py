@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from anomalyseg.config import Config, config_to_dict
+from anomalyseg.config import Config
+from anomalyseg.configio import config_to_dict
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write
 from anomalyseg.workflows.demo_settings import DemoConfig, finetune_config, load_demo_config

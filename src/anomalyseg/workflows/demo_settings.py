@@ -12,15 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomalyseg.config import (
-    Bound,
-    Config,
-    OutlierExposureConfig,
-    apply_overrides,
-    bounded,
-    config_from_dict,
-    read_yaml,
-)
+from anomalyseg.config import Config, OutlierExposureConfig
+from anomalyseg.configio import Bound, apply_overrides, bounded, config_from_dict, read_yaml
 from anomalyseg.errors import UserError
 from anomalyseg.limits import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_SYNTH_SIDE, MAX_WORKERS
 

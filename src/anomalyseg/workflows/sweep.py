@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from anomalyseg.argtypes import size_wh
-from anomalyseg.config import Bound, Config, apply_overrides, bounded, config_from_dict, config_to_dict, read_yaml
+from anomalyseg.config import Config
+from anomalyseg.configio import Bound, apply_overrides, bounded, config_from_dict, config_to_dict, read_yaml
 from anomalyseg.errors import UserError
 from anomalyseg.files import check_output
 from anomalyseg.limits import MAX_BATCH, MAX_COUNT, MAX_WORKERS

@@ -36,15 +36,8 @@ from torch import nn
 
 from anomalyseg.checkpoints import io as ckpt_io
 from anomalyseg.checkpoints.reload import init_weights
-from anomalyseg.config import (
-    Config,
-    TrainConfig,
-    check_values,
-    config_from_dict,
-    config_to_dict,
-    diff_configs,
-    dump_config,
-)
+from anomalyseg.config import Config, TrainConfig
+from anomalyseg.configio import check_values, config_from_dict, config_to_dict, diff_configs, dump_config
 from anomalyseg.engine import distributed as D
 from anomalyseg.engine.factory import SegLoss, balanced_class_weights, build_model_from_config, build_optimizer
 from anomalyseg.engine.guards import scan_labels

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 
 from anomalyseg import __version__
 from anomalyseg.checkpoints import io as ckpt_io
-from anomalyseg.config import Config, config_to_dict
+from anomalyseg.config import Config
+from anomalyseg.configio import config_to_dict
 from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.engine import distributed as D
 from anomalyseg.engine.factory import SegLoss
