@@ -3,7 +3,7 @@
 Values are checked against the field annotations (``Optional``, ``Literal``, ``tuple``, ``list``, ``dict``,
 nested dataclasses) and the numeric :class:`Bound` declared with :func:`bounded`; an unknown key, a wrong type
 or an out-of-range value is one-line :class:`UserError` that names the key. The training-run schema is
-:mod:`anomalyseg.config`; evaluation and sweep configs reuse the same loader. Own code instead of
+:mod:`anomalyseg.config`; the sweep and demo settings reuse the same loader. Own code instead of
 OmegaConf/pydantic: ~300 lines, no extra dependency, exact messages.
 """
 

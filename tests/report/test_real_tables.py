@@ -16,15 +16,10 @@ from tests.report.helpers import write_record
 from anomalyseg.data.anomaly_presets import PRESETS
 from anomalyseg.engine.evaluate import protocol_settings
 from anomalyseg.report.build import write_report
-from anomalyseg.report.results import metric_rows
-from anomalyseg.report.tables import (
-    build_tables,
-    load_result_sets,
-    real_sets_table,
-    table_csv,
-    table_latex,
-    table_markdown,
-)
+from anomalyseg.report.real_tables import real_sets_table
+from anomalyseg.report.render import table_csv, table_latex, table_markdown
+from anomalyseg.report.results import load_result_sets, metric_rows
+from anomalyseg.report.tables import build_tables
 
 # scorer -> (AuPRC, FPR95) per set; the README's ENet values
 VALUES = {

@@ -8,7 +8,8 @@ from pathlib import Path
 from tests.report.helpers import make_record, write_record
 
 from anomalyseg.report.build import shown_path, write_report
-from anomalyseg.report.tables import load_result_sets, segmentation_table
+from anomalyseg.report.results import load_result_sets
+from anomalyseg.report.tables import segmentation_table
 
 
 def _header(page: str) -> str:

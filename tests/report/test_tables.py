@@ -9,16 +9,9 @@ import io
 import pytest
 from tests.report.helpers import make_record, write_record
 
-from anomalyseg.report.tables import (
-    ResultSet,
-    anomaly_table,
-    build_tables,
-    fmt,
-    load_result_sets,
-    table_csv,
-    table_latex,
-    table_markdown,
-)
+from anomalyseg.report.render import fmt, table_csv, table_latex, table_markdown
+from anomalyseg.report.results import ResultSet, load_result_sets
+from anomalyseg.report.tables import anomaly_table, build_tables
 
 
 @pytest.fixture(scope="module")

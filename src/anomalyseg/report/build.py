@@ -17,16 +17,10 @@ from typing import Any
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write, check_output, output_errors
 from anomalyseg.report import html as H
-from anomalyseg.report.tables import (
-    ResultSet,
-    anomaly_table,
-    best_scorer,
-    build_tables,
-    load_result_sets,
-    table_csv,
-    to_latex,
-    to_markdown,
-)
+from anomalyseg.report.real_tables import set_order
+from anomalyseg.report.render import table_csv, to_latex, to_markdown
+from anomalyseg.report.results import ResultSet, best_scorer, load_result_sets
+from anomalyseg.report.tables import anomaly_table, build_tables
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +156,6 @@ def real_set_sections(sets: Sequence[ResultSet], manifests: Sequence[tuple[Path,
         key = _set_key(m)
         if key:
             names.setdefault(key, m["dataset"].get("name") or key)
-    from anomalyseg.report.tables import set_order
 
     sections = []
     for key, name in sorted(names.items(), key=lambda item: set_order(item[0])):  # registry order, stable

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anomalyseg.report.tables import Table, fmt
+from anomalyseg.report.render import Table, fmt
 
 #: Table header background (also used by tests to find the table in a screenshot).
 HEADER_BG = "#1f4e79"

@@ -4,6 +4,7 @@
 dataset, protocols, per-scorer metrics, pooled curves, per-image values, timings, versions); ``NAME.csv``
 one row per (scorer, protocol); ``NAME.md`` a table to paste into a paper or an issue. Non-finite numbers
 are written as ``null`` (strict JSON). Nothing existing is overwritten unless ``force``.
+Several files load as :class:`ResultSet` rows of the comparison tables (:func:`load_result_sets`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import csv
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +201,46 @@ def to_markdown(results: Mapping[str, Any]) -> str:
             cells += [_pct(c.get(k)) for k in ("siou_gt", "ppv", "f1_mean")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Several results files, for comparison tables
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class ResultSet:
+    """One results file: a label for its row(s), where it came from, its record and optional tags
+    (e.g. a sweep's grid values) shown as extra columns."""
+
+    label: str
+    path: Path | None
+    record: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def best_scorer(record: Mapping[str, Any], protocol: str = "pooled", metric: str = "aupr") -> str | None:
+    """The scorer with the best ``metric`` under ``protocol`` in one results record (None if none has it)."""
+    lower_better = metric == "fpr95"
+    best, best_value = None, None
+    for name, entry in (record.get("scorers") or {}).items():
+        value = ((entry.get("metrics") or {}).get(protocol) or {}).get(metric)
+        if value is None or not math.isfinite(value):
+            continue
+        if best_value is None or (value < best_value if lower_better else value > best_value):
+            best, best_value = name, value
+    return best
+
+
+def load_result_sets(paths: Iterable[str | Path]) -> list[ResultSet]:
+    """Read results files; labels are file stems (parent folder prepended where stems repeat). A record with
+    a ``sweep`` entry gets its grid values as tags."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise UserError("no results file given")
+    stems = [p.with_suffix("").name for p in paths]
+    sets = []
+    for path, stem in zip(paths, stems):
+        record = read_results(path)
+        label = f"{path.parent.name}/{stem}" if stems.count(stem) > 1 else stem
+        point = (record.get("sweep") or {}).get("point") or {}
+        sets.append(ResultSet(label, path, record, {str(k): str(v) for k, v in point.items()}))
+    return sets

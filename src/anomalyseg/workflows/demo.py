@@ -274,7 +274,7 @@ def _score_stages(stage: _Stages, suffix: str, cfg: DemoConfig, ckpt: Path, data
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     """mIoU, per-scorer AUROC / AUPR / FPR95 per protocol and the best scorer by pooled AUROC."""
-    from anomalyseg.report.tables import best_scorer
+    from anomalyseg.report.results import best_scorer
 
     scorers = {name: {p: {k: m.get(k) for k in ("auroc", "aupr", "fpr95")} for p, m in entry["metrics"].items()}
                for name, entry in (results.get("scorers") or {}).items()}

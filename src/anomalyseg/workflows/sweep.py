@@ -288,7 +288,9 @@ def run_sweep(spec: SweepSpec, runner: Runner | None = None, dry_run: bool = Fal
 
 def write_table(spec: SweepSpec, todo: Sequence[SweepPoint]) -> Path | None:
     """``table.md`` and ``table.csv`` over the finished points, grid values as columns."""
-    from anomalyseg.report.tables import anomaly_table, load_result_sets, table_csv, table_markdown
+    from anomalyseg.report.render import table_csv, table_markdown
+    from anomalyseg.report.results import load_result_sets
+    from anomalyseg.report.tables import anomaly_table
 
     paths = [result_path(spec, p) for p in todo if result_path(spec, p).is_file()]
     if not paths:
