@@ -155,7 +155,9 @@ class OutlierExposureConfig:
     default list). Per training image with probability ``p``, ``k`` (uniform in ``[low, high]``) cutouts whose
     longer side is ``scale_range`` x the crop's shorter side, edges feathered over ``blend_px`` pixels.
     ``loss``: ``entropy`` (Chan et al. 2021), ``energy`` (PEBAL-style hinge, Tian et al. 2022) or ``rba``
-    (Nayal et al. 2023); ``weight`` / ``margin_in`` / ``margin_out``: None = the loss's paper default.
+    (Nayal et al. 2023); ``weight`` / ``margin_in`` / ``margin_out``: None = the loss's paper default;
+    ``margin_in`` / ``margin_out`` may also be ``auto``: set from the model's own score scale on the validation
+    split when the run starts (:mod:`anomalyseg.engine.oe_margins`; the rule is documented there).
     """
 
     enabled: bool = False
@@ -169,8 +171,8 @@ class OutlierExposureConfig:
     blend_px: float = 2.0
     loss: Literal["entropy", "energy", "rba"] = "entropy"
     weight: float | None = None
-    margin_in: float | None = None
-    margin_out: float | None = None
+    margin_in: float | Literal["auto"] | None = None
+    margin_out: float | Literal["auto"] | None = None
 
 
 @dataclass

@@ -106,9 +106,28 @@ def check_values(config: Any, prefix: str = "") -> None:
 
 
 def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
     if isinstance(tp, type):
         return tp.__name__
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if _is_union(tp):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
     return str(tp).replace("typing.", "")
+
+
+def _numeric(value: Any) -> bool:
+    """A number, or text that reads as one (``nan`` included): the numeric member of a union judges it."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def _is_union(tp: Any) -> bool:
@@ -134,14 +153,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if _is_union(tp):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors = {}
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, key)
             except UserError as exc:
-                errors.append(exc)
+                errors[arg] = exc
         if len(errors) == 1:
-            raise errors[0]
+            raise next(iter(errors.values()))
+        numeric = [exc for arg, exc in errors.items() if arg in (int, float)]
+        if numeric and _numeric(value):  # float | Literal["auto"] given nan: "expected a finite number"
+            raise numeric[0]
         raise bad()
     if origin is Literal:
         if value not in args:

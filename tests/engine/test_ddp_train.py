@@ -25,8 +25,11 @@ from anomalyseg.engine.train import evaluate_segmentation
 def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     out = tmp_path / "runs"
     config = tmp_path / "ddp.yaml"
-    dump_config(load_config(None, tiny_overrides(synth_root, out, "ddp", **{"train.epochs": 1,
-                                                                          "data.max_val_samples": 5})), config)
+    # outlier exposure with auto margins: rank 0 calibrates on its val shard, rank 1 trains with its numbers
+    dump_config(load_config(None, tiny_overrides(synth_root, out, "ddp", **{
+        "train.epochs": 1, "data.max_val_samples": 5, "outlier_exposure.enabled": "true",
+        "outlier_exposure.loss": "energy", "outlier_exposure.margin_in": "auto",
+        "outlier_exposure.margin_out": "auto"})), config)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "anomalyseg", "train", str(config), "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
@@ -40,6 +43,8 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     assert "on cpu x2" in log_text and "2 steps/epoch" in log_text  # 16 samples / 2 ranks / batch 4
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert len(ckpt["rng"]) == 2 and ckpt["step"] == 2
+    assert "pixels of 3 images" in ckpt["outlier_exposure"]["auto"]["margin_in"]  # rank 0's shard: 3 of 5
+    assert f"margin_in {ckpt['outlier_exposure']['margin_in']:g} (auto: q0.95 of val inlier energy" in log_text
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # ranks draw different dropout
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
 

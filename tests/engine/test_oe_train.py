@@ -5,6 +5,7 @@ OUTLIER_LABEL (the real paster lives in the data layer)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tests.engine.helpers import assert_same_weights, tiny_overrides
@@ -15,6 +16,8 @@ from anomalyseg.config import load_config
 from anomalyseg.constants import OUTLIER_LABEL
 from anomalyseg.data.transforms import TrainTransform
 from anomalyseg.errors import UserError
+from anomalyseg.models.outputs import SegOutput
+from anomalyseg.scoring import get_scorer
 from anomalyseg.workflows.train import train
 
 
@@ -65,7 +68,7 @@ def test_fine_tune_with_outlier_exposure_starts_from_the_checkpoint_and_logs_eac
     assert (ckpt["epoch"], ckpt["step"]) == (1, 2)  # a fresh count: 8 samples / batch 4
     assert ckpt["outlier_exposure"] == {"loss": "energy", "weight": 0.1, "margin_in": -12.0, "margin_out": 0.0,
                                         "paper_defaults": ["weight", "margin_in"],
-                                        "source": ckpt["outlier_exposure"]["source"]}
+                                        "source": ckpt["outlier_exposure"]["source"], "auto": {}}
     log_text = (run / "train.log").read_text()
     assert "outlier loss energy: weight 0.1, margin_in -12, margin_out 0 (paper default: weight, margin_in" in log_text
     assert f"weights from {source.resolve()}" in log_text
@@ -87,6 +90,54 @@ def test_fine_tune_with_outlier_exposure_starts_from_the_checkpoint_and_logs_eac
     # a resumed fine-tuning run keeps the record of where its weights started
     resumed = train(load_config(run / "config.yaml", ["train.epochs=2"]), device="cpu", resume=run)
     assert load_checkpoint(resumed / "checkpoints" / "last.pt")["init_from"] == ckpt["init_from"]
+
+
+def test_auto_margins_come_from_the_starting_model_on_val_are_stored_and_reused_on_resume(
+        synth_root, tmp_path, closed_set_run, pasted_squares, monkeypatch):
+    started = {}
+    run_epochs = train_workflow.run_epochs
+
+    def capture(run):  # the model the calibration saw: the init_from weights, before the first step
+        started["model"] = {k: v.clone() for k, v in run.parts.bare.state_dict().items()}
+        started["val"] = [run.data.sets.val[i] for i in range(len(run.data.sets.val))]
+        run_epochs(run)
+
+    monkeypatch.setattr(train_workflow, "run_epochs", capture)
+    common = {"train.epochs": 1, "data.max_train_samples": 8, "model.init_from": str(closed_set_run),
+              "outlier_exposure.enabled": "true", "outlier_exposure.loss": "rba", "train.checkpoint_every_steps": 0}
+    auto = train(load_config(None, tiny_overrides(synth_root, tmp_path, "auto", **common, **{
+        "outlier_exposure.margin_in": "auto", "outlier_exposure.margin_out": "auto"})), device="cpu")
+    stored = load_checkpoint(auto / "checkpoints" / "last.pt")["outlier_exposure"]
+
+    # independent reference: the registry's rba scorer on the starting model's eval-mode logits, numpy quantile
+    model = load_checkpoint(resolve_checkpoint(closed_set_run))
+    from tests.engine.tiny_model import TinySeg
+    net = TinySeg(model["num_classes"])
+    net.load_state_dict(started["model"])
+    net.eval()
+    with torch.no_grad():
+        ref = np.concatenate([get_scorer("rba").score(SegOutput(net(s["image"][None]).logits))[0].numpy()[
+            s["label"].numpy() < model["num_classes"]] for s in started["val"]])
+    assert stored["margin_in"] == pytest.approx(float(np.quantile(ref, 0.95)), rel=1e-5, abs=1e-5)
+    assert stored["margin_out"] == pytest.approx(stored["margin_in"] + 5.0)
+    assert stored["auto"]["margin_in"] == f"auto: q0.95 of val inlier RbA score over {ref.size} pixels of 6 images"
+    log_text = (auto / "train.log").read_text()
+    assert f"margin_in {stored['margin_in']:g} (auto: q0.95 of val inlier RbA score over {ref.size}" in log_text
+
+    # the same margins as numbers: bit-identical weights (calibrating drew nothing from the run's RNGs)
+    numeric = train(load_config(None, tiny_overrides(synth_root, tmp_path, "numeric", **common, **{
+        "outlier_exposure.margin_in": repr(stored["margin_in"]),
+        "outlier_exposure.margin_out": repr(stored["margin_out"])})), device="cpu")
+    assert_same_weights(load_checkpoint(numeric / "checkpoints" / "last.pt")["model"],
+                        load_checkpoint(auto / "checkpoints" / "last.pt")["model"])
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("a resumed run must reuse its stored margins")
+
+    monkeypatch.setattr(train_workflow, "calibrate_margins", no_calibration)
+    train(load_config(auto / "config.yaml", ["train.epochs=2"]), device="cpu", resume=auto)
+    resumed = load_checkpoint(auto / "checkpoints" / "last.pt")
+    assert resumed["step"] == 4 and resumed["outlier_exposure"] == stored
 
 
 def test_init_from_refuses_other_models_and_missing_files(synth_root, tmp_path, closed_set_run):

@@ -29,6 +29,11 @@ mean_out relu(m_out - s)^2)``; defaults ``m_in = 0``, ``m_out = 5``, weight 1 (N
 here they are the logits of a softmax model, whose common offset the cross-entropy leaves free and this loss sets.
 Both codes drop the factor 0.5 on batches without outlier pixels; here it stays, so the loss scale does not jump.
 
+Margins are in the units of a network's logits: the papers' values fit theirs, not necessarily the model being
+fine-tuned. ``margin_in`` / ``margin_out`` = ``auto`` (:data:`AUTO`) leaves them open here; the training workflow
+sets them from the model's own validation scores before the first step (:mod:`anomalyseg.engine.oe_margins`,
+:meth:`OutlierExposureLoss.set_margins`) and a resumed run takes the stored values.
+
 The energy / RbA loss and their inlier hinge use the main logits only (an auxiliary head keeps its
 cross-entropy). Everything is computed in float32 (AMP-safe); a batch without outlier pixels gives an outlier
 term of 0, never NaN.
@@ -60,6 +65,9 @@ class PaperDefaults:
     margin_out: float | None
     source: str
 
+
+#: A margin to be set from the model's validation scores (``outlier_exposure.margin_in: auto``).
+AUTO = "auto"
 
 #: ``outlier_exposure.loss`` -> the paper defaults that a None in the config stands for.
 PAPER_DEFAULTS: dict[str, PaperDefaults] = {
@@ -138,8 +146,9 @@ HINGE_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"energy": fre
 # ---------------------------------------------------------------------------------------------------
 def resolve_settings(cfg: OutlierExposureConfig) -> dict[str, Any]:
     """The loss settings with every None replaced by its paper default (``loss, weight, margin_in,
-    margin_out``, ``paper_defaults``: the keys that took the default, ``source``: where the defaults come from);
-    one-line UserError for settings the chosen loss cannot take."""
+    margin_out``, ``paper_defaults``: the keys that took the default, ``source``: where the defaults come from,
+    ``auto``: how each ``auto`` margin was set, filled by :meth:`OutlierExposureLoss.set_margins`; a margin
+    stays :data:`AUTO` until then); one-line UserError for settings the chosen loss cannot take."""
     paper = PAPER_DEFAULTS[cfg.loss]
     weight = paper.weight if cfg.weight is None else float(cfg.weight)
     if cfg.loss == "entropy":
@@ -151,15 +160,25 @@ def resolve_settings(cfg: OutlierExposureConfig) -> dict[str, Any]:
                             "combination (1-lambda) CE + lambda L_out, in [0, 1]")
         margin_in = margin_out = None
     else:
-        margin_in = paper.margin_in if cfg.margin_in is None else float(cfg.margin_in)
-        margin_out = paper.margin_out if cfg.margin_out is None else float(cfg.margin_out)
-        if margin_in > margin_out:
-            raise UserError(f"outlier_exposure.margin_in={margin_in:g} is above margin_out={margin_out:g}: inlier "
-                            "scores are pushed below margin_in, outlier scores above margin_out")
+        margin_in, margin_out = (getattr(paper, k) if getattr(cfg, k) is None else _margin(getattr(cfg, k))
+                                 for k in ("margin_in", "margin_out"))
+        if AUTO not in (margin_in, margin_out):
+            check_margin_order(margin_in, margin_out)
     defaulted = [k for k in ("weight", "margin_in", "margin_out")
                  if getattr(cfg, k) is None and getattr(paper, k) is not None]
     return {"loss": cfg.loss, "weight": weight, "margin_in": margin_in, "margin_out": margin_out,
-            "paper_defaults": defaulted, "source": paper.source}
+            "paper_defaults": defaulted, "source": paper.source, "auto": {}}
+
+
+def _margin(value: float | str) -> float | str:
+    return AUTO if value == AUTO else float(value)
+
+
+def check_margin_order(margin_in: float, margin_out: float, how: str = "") -> None:
+    """One-line UserError unless ``margin_in <= margin_out`` (``how``: how they were set, for the message)."""
+    if margin_in > margin_out:
+        raise UserError(f"outlier_exposure.margin_in={margin_in:g} is above margin_out={margin_out:g}{how}: inlier "
+                        "scores are pushed below margin_in, outlier scores above margin_out")
 
 
 class OutlierExposureLoss(nn.Module):
@@ -184,10 +203,27 @@ class OutlierExposureLoss(nn.Module):
         """The criterion of the config's ``outlier_exposure`` section, paper defaults filled in."""
         return cls(seg_loss, resolve_settings(cfg))
 
+    @property
+    def pending_margins(self) -> list[str]:
+        """The margins still :data:`AUTO` (to set with :meth:`set_margins` before training)."""
+        return [k for k in ("margin_in", "margin_out") if self.settings[k] == AUTO]
+
+    def set_margins(self, margin_in: float, margin_out: float, auto: dict[str, str]) -> None:
+        """Fix the hinge margins (``auto``: for each margin that was ``auto``, how it was set: logged by
+        :meth:`describe`, kept in the checkpoint); one-line UserError when they are out of order."""
+        check_margin_order(float(margin_in), float(margin_out), f" ({', '.join(auto)} auto)" if auto else "")
+        self.settings.update(margin_in=float(margin_in), margin_out=float(margin_out), auto=dict(auto))
+
     def describe(self) -> str:
         """One line for the run's log: the loss with its resolved settings and their source."""
         s = self.settings
-        margins = "" if s["margin_in"] is None else f", margin_in {s['margin_in']:g}, margin_out {s['margin_out']:g}"
+        auto = s.get("auto") or {}
+
+        def margin(key: str) -> str:
+            value = s[key] if s[key] == AUTO else f"{s[key]:g}"
+            return f"{key} {value}" + (f" ({auto[key]})" if key in auto else "")
+
+        margins = "" if s["margin_in"] is None else f", {margin('margin_in')}, {margin('margin_out')}"
         given = f"paper default: {', '.join(s['paper_defaults'])}" if s["paper_defaults"] else "all from the config"
         return f"outlier loss {s['loss']}: weight {s['weight']:g}{margins} ({given}; defaults of {s['source']})"
 
@@ -205,6 +241,8 @@ class OutlierExposureLoss(nn.Module):
             share_in = n_in / (n_in + n_out).clamp(min=1)
             total = (1 - weight) * share_in * ce + weight * share_out * l_out
         else:
+            if self.pending_margins:
+                raise RuntimeError(f"{self.pending_margins} still 'auto': call set_margins before training")
             score = HINGE_SCORES[kind](output.logits)
             t_in, t_out = hinge_terms(score, target, num_classes, self.settings["margin_in"],
                                       self.settings["margin_out"])
@@ -217,10 +255,12 @@ class OutlierExposureLoss(nn.Module):
 
 
 __all__ = [
+    "AUTO",
     "HINGE_SCORES",
     "PAPER_DEFAULTS",
     "OutlierExposureLoss",
     "PaperDefaults",
+    "check_margin_order",
     "energy_hinge_loss",
     "entropy_outlier_loss",
     "free_energy",

@@ -10,7 +10,8 @@ Any registered dataset with class labels trains the same way (``data.dataset``: 
 refuses and the held-out split; the checkpoint records them.
 
 ``model.init_from`` (``train --init-from``) starts a new run from a checkpoint's weights only (fine-tuning);
-``outlier_exposure.enabled`` adds an outlier loss on pasted-outlier pixels (:mod:`anomalyseg.engine.oe_losses`).
+``outlier_exposure.enabled`` adds an outlier loss on pasted-outlier pixels (:mod:`anomalyseg.engine.oe_losses`);
+its ``auto`` margins are set from the starting model's validation scores (:mod:`anomalyseg.engine.oe_margins`).
 
 Resume continues EXACTLY: the checkpoint holds the optimizer / schedule / scaler states, each rank's RNG
 states, how many batches of the current epoch were consumed and the sum of their losses (the epoch's
@@ -49,6 +50,7 @@ from anomalyseg.engine.loaders import (
     seed_everything,
 )
 from anomalyseg.engine.oe_losses import OutlierExposureLoss, resolve_settings
+from anomalyseg.engine.oe_margins import calibrate_margins
 from anomalyseg.engine.rundir import RunLogger, attach_log_file, create_run_dir, detach_log_file, lock_run_dir
 from anomalyseg.engine.schedules import LRSchedule
 from anomalyseg.errors import UserError
@@ -95,6 +97,7 @@ def _train(cfg: Config, ctx: D.DistContext, resume: Path | None) -> Path:
         parts = _build_trainables(cfg, ctx, data, amp)
         state = _restore(parts, ckpt, ctx, resume) if ckpt is not None else LoopState()
         init = ckpt.get("init_from") if ckpt is not None else _init_from(cfg, parts, data)
+        _settle_margins(parts, ckpt, ctx, data, amp)
         parts.model = _distribute(parts.model, cfg.train, ctx)
         run_dir = _open_run_dir(cfg, ctx, parts.bare, resume, locks)
         handler = _write_run_files(cfg, ctx, run_dir, state, resumed=resume is not None)
@@ -272,6 +275,34 @@ def _init_from(cfg: Config, parts: Trainables, data: RunData) -> dict[str, Any] 
         return None
     return init_weights(parts.model, cfg.model.init_from, model_name=cfg.model.name,
                         class_names=data.sets.spec.class_names)
+
+
+def _settle_margins(parts: Trainables, ckpt: dict[str, Any] | None, ctx: D.DistContext, data: RunData, amp: str
+                    ) -> None:
+    """``auto`` outlier-loss margins: a resumed run takes the values its checkpoint stored (never recomputed:
+    exact resume); a new one computes them from the starting model on the validation split
+    (:mod:`anomalyseg.engine.oe_margins`): rank 0 on its validation shard, every rank gets its numbers."""
+    crit = parts.criterion
+    if not isinstance(crit, OutlierExposureLoss) or not crit.pending_margins:
+        return
+    if ckpt is not None:
+        stored = ckpt.get("outlier_exposure") or {}
+        if not all(isinstance(stored.get(k), int | float) for k in ("margin_in", "margin_out")):
+            raise UserError("--resume: the checkpoint holds no resolved outlier_exposure margins for 'auto'")
+        crit.set_margins(stored["margin_in"], stored["margin_out"], stored.get("auto") or {})
+        return
+    error, margins = None, None
+    if ctx.is_main:
+        s = crit.settings
+        try:
+            margins = calibrate_margins(parts.bare, data.val_loader, s["loss"], data.num_classes, ctx.device,
+                                        s["margin_in"], s["margin_out"], amp=amp)
+        except UserError as exc:
+            error = str(exc)
+    error, margins = D.broadcast_object(ctx, (error, margins))
+    if error:
+        raise UserError(error)
+    crit.set_margins(*margins)
 
 
 def _restore(parts: Trainables, ckpt: dict[str, Any], ctx: D.DistContext, resume: Path | None) -> LoopState:
