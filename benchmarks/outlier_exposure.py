@@ -13,9 +13,9 @@ closed-set and control: max_logit), so no number depends on picking a scorer on 
 floors: best pooled AUPR >= 2x the closed-set model's best post-hoc scorer, per-image AUPR up, pooled FPR95
 down, mIoU within 1 point.
 
-    python benchmarks/outlier_exposure.py --out /tmp/oe_bench               # demo + 4 fine-tunes, ~20 min, 2 cores
+    python benchmarks/outlier_exposure.py --out /tmp/oe_bench               # demo + 6 fine-tunes, ~25 min, 2 cores
     python benchmarks/outlier_exposure.py --out /tmp/oe_bench --demo /tmp/demo_run   # reuse a demo's model
-    python benchmarks/outlier_exposure.py --out /tmp/oe_bench --losses entropy -- outlier_exposure.epochs=2
+    python benchmarks/outlier_exposure.py --out /tmp/oe_bench --variants oe_entropy -- outlier_exposure.epochs=2
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 MATCHING = {"entropy": "entropy", "energy": "energy", "rba": "rba"}
-LOSSES = ("entropy", "energy", "rba")
+#: Fine-tunes: (name, loss, margins); margins "paper" = the papers' numbers, "auto" = calibrated on the starting
+#: model's val inliers (README, "Outlier exposure"); the control (p = 0) is added to whichever are run.
+VARIANTS = (("oe_entropy", "entropy", None), ("oe_energy", "energy", "paper"), ("oe_energy_auto", "energy", "auto"),
+            ("oe_rba", "rba", "paper"), ("oe_rba_auto", "rba", "auto"))
 
 
 def closed_set(out: Path, demo_dir: Path | None, device: str, extra: list[str]) -> tuple[Path, Path, dict]:
@@ -44,16 +47,18 @@ def closed_set(out: Path, demo_dir: Path | None, device: str, extra: list[str]) 
     return demo_dir / "data", ckpt, read_results(demo_dir / "results" / RESULTS_NAME)
 
 
-def fine_tune(name: str, loss: str, p: float, ckpt: Path, data_root: Path, out: Path, device: str,
-              extra: list[str]) -> tuple[dict, float]:
-    """Fine-tune ``ckpt`` with ``loss`` at paste probability ``p``, fit and evaluate; ``(results, seconds)``."""
+def fine_tune(name: str, loss: str, margins: str | None, p: float, ckpt: Path, data_root: Path, out: Path,
+              device: str, extra: list[str]) -> tuple[dict, float]:
+    """Fine-tune ``ckpt`` with ``loss`` (``margins``: auto or the papers') at paste probability ``p``, fit and
+    evaluate; ``(results, seconds)``."""
     from anomalyseg.workflows.demo_settings import finetune_config, load_demo_config
     from anomalyseg.workflows.evaluate import evaluate
     from anomalyseg.workflows.fit import fit_scorers
     from anomalyseg.workflows.train import train
 
+    auto = [f"outlier_exposure.settings.{m}=auto" for m in ("margin_in", "margin_out")] if margins == "auto" else []
     cfg = load_demo_config("default", overrides=[f"outlier_exposure.settings.loss={loss}",
-                                                 f"outlier_exposure.settings.p={p}", *extra])
+                                                 f"outlier_exposure.settings.p={p}", *auto, *extra])
     tuned = finetune_config(cfg, ckpt)
     tuned.data.root, tuned.out_dir, tuned.run_name = str(data_root), str(out), f"run_{name}"
     tuned.train.progress = False
@@ -104,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="working folder (runs, results, summary.json)")
     parser.add_argument("--demo", type=Path, help="a finished demo folder whose closed-set model to start from")
-    parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated (default: all three)")
+    parser.add_argument("--variants", default=",".join(v[0] for v in VARIANTS),
+                        help="comma-separated fine-tunes (default: all: " + ", ".join(v[0] for v in VARIANTS) + ")")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("extra", nargs="*", help="demo settings key.sub=value for every stage (after --)")
     args = parser.parse_args(argv)
@@ -114,17 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     base, base_fixed = numbers(base_results), numbers(base_results, "max_logit")
     rows = [("closed-set (post-hoc)", base, base_fixed)]
     summary: dict[str, Any] = {"closed_set": {"best": base, "declared": base_fixed}, "fine_tunes": {}}
-    variants = [(f"oe_{loss}", loss, None) for loss in args.losses.split(",")] + [("control_p0", "entropy", 0.0)]
-    for name, loss, p in variants:
-        from anomalyseg.workflows.demo_settings import load_demo_config
+    from anomalyseg.workflows.demo_settings import load_demo_config
 
-        p = load_demo_config().outlier_exposure.settings.p if p is None else p
-        results, seconds = fine_tune(name, loss, p, ckpt, data_root, args.out, args.device, args.extra)
+    p_demo = load_demo_config().outlier_exposure.settings.p
+    chosen = args.variants.split(",")
+    unknown = sorted(set(chosen) - {v[0] for v in VARIANTS})
+    if unknown:
+        parser.error(f"unknown variants {unknown}")
+    variants = [(n, loss, m, p_demo) for n, loss, m in VARIANTS if n in chosen] + [("control_p0", "entropy", None, 0.0)]
+    for name, loss, margins, p in variants:
+        results, seconds = fine_tune(name, loss, margins, p, ckpt, data_root, args.out, args.device, args.extra)
         best = numbers(results)
         fixed = numbers(results, MATCHING[loss] if p > 0 else "max_logit")
         rows.append((name if p > 0 else "control (p=0)", best, fixed))
-        summary["fine_tunes"][name] = {"loss": loss, "p": p, "train_s": round(seconds, 1), "best": best,
-                                       "declared": fixed, "floors": floors(base, best)}
+        summary["fine_tunes"][name] = {"loss": loss, "margins": margins, "p": p, "train_s": round(seconds, 1),
+                                       "best": best, "declared": fixed, "floors": floors(base, best)}
         print(table(rows), flush=True)
     print("\nfloors (best scorer of each fine-tune vs the closed-set model's best post-hoc scorer):")
     for name, entry in summary["fine_tunes"].items():
