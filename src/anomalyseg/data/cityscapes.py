@@ -11,7 +11,8 @@ Labels are the official label ids mapped to train ids with the official table (`
 where ``*_gtFine_labelTrainIds.png`` files exist (written by ``cityscapesscripts``'
 ``createTrainIdLabelImgs``) they are read instead. The test split's public labels are all "unlabeled".
 Used to train closed-set models for the real-photo anomaly benchmarks (Road Anomaly, SegmentMeIfYouCan,
-Fishyscapes: see :mod:`anomalyseg.data.anomaly_folder`).
+Fishyscapes: see :mod:`anomalyseg.data.anomaly_folder`). Unreadable files follow the ``on_error`` policy of
+:class:`~anomalyseg.data.robust.RobustSamples`, as StreetHazards' do.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes as _TVCityscapes
 
 from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.data.info import DatasetInfo
-from anomalyseg.data.io import read_sample_image, read_sample_label
+from anomalyseg.data.io import check_same_size, read_sample_image, read_sample_label
+from anomalyseg.data.robust import OnError, RobustSamples
 from anomalyseg.data.samples import Transform, make_sample
 from anomalyseg.errors import UserError
 
@@ -76,7 +77,7 @@ CITYSCAPES = DatasetInfo(
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 
 
-class Cityscapes(Dataset):
+class Cityscapes(RobustSamples):
     """Cityscapes ``train`` / ``val`` / ``test`` with gtFine train-id labels.
 
     Args:
@@ -86,17 +87,22 @@ class Cityscapes(Dataset):
             :mod:`anomalyseg.data.transforms` presets).
         label_source: ``"auto"`` (``labelTrainIds`` files where present, else ``labelIds`` mapped with the
             official table), or force one of them.
+        on_error: ``"raise"`` or ``"skip"`` for samples that cannot be read after ``retries`` retries.
+        retries: extra read attempts before a failure counts.
+        retry_wait: seconds before the first retry (doubles each time).
 
     A sample is ``{"image", "label", "id", "image_path", "label_path", "orig_size"}`` as StreetHazards';
     ``id`` is ``"city/city_seq_frame"``; labels are train ids 0..18 and 255.
     """
 
     def __init__(self, root: str | Path, split: str, transform: Transform | None = None,
-                 label_source: LabelSource = "auto") -> None:
+                 label_source: LabelSource = "auto", on_error: OnError = "raise", retries: int = 2,
+                 retry_wait: float = 0.05) -> None:
         if split not in CITYSCAPES_SPLITS:
             raise UserError(f"Cityscapes split must be one of {', '.join(CITYSCAPES_SPLITS)}, got {split!r}")
         if label_source not in ("auto", "labelIds", "labelTrainIds"):
             raise UserError(f"label_source must be auto, labelIds or labelTrainIds, got {label_source!r}")
+        self._init_read_policy(on_error, retries, retry_wait)
         self.root = Path(root)
         self.split = split
         self.split_dir = self.root / "leftImg8bit" / split
@@ -124,13 +130,13 @@ class Cityscapes(Dataset):
                             "(unzip gtFine_trainvaltest.zip into the same root)")
         self.transform = transform
         self.info: DatasetInfo = CITYSCAPES
-        self.num_read_errors = 0  # read failures raise (no skip mode): kept for the engine's bookkeeping
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __repr__(self) -> str:
-        return f"Cityscapes(split={self.split!r}, samples={len(self)}, root={str(self.root)!r})"
+        return (f"Cityscapes(split={self.split!r}, samples={len(self)}, root={str(self.root)!r}, "
+                f"on_error={self.on_error!r})")
 
     @property
     def ids(self) -> list[str]:
@@ -148,10 +154,23 @@ class Cityscapes(Dataset):
             raw = np.clip(raw.astype(np.int64), 0, 255).astype(np.uint8)
         return LABEL_TO_TRAIN[raw]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
+    def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode sample ``index`` once: ``(image (H,W,3) uint8, train ids (H,W))``; no retry."""
+        _, image_path, label_path, _ = self.entries[index]
+        image, label = read_sample_image(image_path), self.read_label(index)
+        check_same_size(image, label, image_path, label_path)
+        return image, label
+
+    def build_sample(self, index: int, raw: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+        """The dict sample of ``index`` from its decoded ``(image, train ids)``."""
         sid, image_path, label_path, _ = self.entries[index]
-        image = read_sample_image(image_path)
-        return make_sample(image, self.read_label(index), sample_id=sid, image_path=image_path,
-                           label_path=label_path, transform=self.transform)
+        return make_sample(*raw, sample_id=sid, image_path=image_path, label_path=label_path,
+                           transform=self.transform)
+
+    def sample_id(self, index: int) -> str:
+        """Id of sample ``index`` (``"city/city_seq_frame"``)."""
+        return self.entries[index][0]
+
+    def sample_path(self, index: int) -> str:
+        """Image file of sample ``index``."""
+        return str(self.entries[index][1])

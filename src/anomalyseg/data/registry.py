@@ -173,7 +173,7 @@ def _open_streethazards(root: Path, split: str, transform: Any, on_error: str) -
 def _open_cityscapes(root: Path, split: str, transform: Any, on_error: str) -> Any:
     from anomalyseg.data.cityscapes import Cityscapes
 
-    return Cityscapes(root, split, transform=transform)
+    return Cityscapes(root, split, transform=transform, on_error=on_error)  # type: ignore[arg-type]
 
 
 def _anomaly_set_opener(preset: str) -> Opener:

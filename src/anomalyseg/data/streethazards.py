@@ -1,45 +1,28 @@
-"""The StreetHazards dataset as a torch ``Dataset`` of dict samples, with a policy for unreadable files.
+"""The StreetHazards dataset as a torch ``Dataset`` of dict samples.
 
-A read that fails is retried (transient I/O errors: network file systems, files being written); if it still
-fails, ``on_error="skip"`` (training) logs the path, counts the event in ``num_read_errors`` (summed across
-DataLoader workers) and returns another sample instead, while ``on_error="raise"`` (evaluation) raises a
-:class:`SampleError` naming the path.
+Unreadable files follow the ``on_error`` policy of :class:`~anomalyseg.data.robust.RobustSamples` (retry,
+then skip and count for training or raise for evaluation).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from anomalyseg.constants import IGNORE_INDEX
 from anomalyseg.data.info import STREETHAZARDS, DatasetInfo
-from anomalyseg.data.io import (
-    DECODE_ERRORS,
-    SampleError,
-    SharedCounter,
-    check_same_size,
-    label_from_raw,
-    read_sample_image,
-    read_sample_label,
-)
+from anomalyseg.data.io import SharedCounter, check_same_size, label_from_raw, read_sample_image, read_sample_label
 from anomalyseg.data.layout import Entry, list_samples
+from anomalyseg.data.robust import OnError, RobustSamples
 from anomalyseg.data.samples import Transform, make_sample
-from anomalyseg.errors import UserError
 
 log = logging.getLogger(__name__)
 
-OnError = Literal["raise", "skip"]
 
-#: How many different samples ``on_error="skip"`` tries before giving up (a dead disk must not loop).
-MAX_REPLACEMENTS = 16
-
-
-class StreetHazards(Dataset):
+class StreetHazards(RobustSamples):
     """StreetHazards ``train`` / ``val`` / ``test`` split as dict samples.
 
     Args:
@@ -67,8 +50,7 @@ class StreetHazards(Dataset):
         retries: int = 2,
         retry_wait: float = 0.05,
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise UserError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self._init_read_policy(on_error, retries, retry_wait)
         listing = list_samples(root, split)
         self.root = Path(root)
         self.split = listing.split
@@ -77,12 +59,8 @@ class StreetHazards(Dataset):
         self.entries: list[Entry] = listing.entries
         self.num_listed = listing.num_listed
         self.transform = transform
-        self.on_error = on_error
         self.ignore_index = ignore_index
-        self.retries = max(0, int(retries))
-        self.retry_wait = retry_wait
         self.info: DatasetInfo = STREETHAZARDS
-        self._read_errors = SharedCounter()
         self._ignored_pixels = SharedCounter()
 
     def __len__(self) -> int:
@@ -98,11 +76,6 @@ class StreetHazards(Dataset):
         return [e.id for e in self.entries]
 
     @property
-    def num_read_errors(self) -> int:
-        """Samples replaced because they could not be read (``on_error="skip"``), all workers included."""
-        return self._read_errors.value
-
-    @property
     def num_ignored_pixels(self) -> int:
         """Label pixels read so far whose value was outside 1..14 (mapped to ``ignore_index``)."""
         return self._ignored_pixels.value
@@ -114,46 +87,25 @@ class StreetHazards(Dataset):
         check_same_size(image, raw, entry.image, entry.label)
         return image, raw
 
-    def _read_with_retries(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        wait = self.retry_wait
-        for attempt in range(self.retries + 1):
-            try:
-                return self.read_raw(index)
-            except SampleError as exc:
-                transient = isinstance(exc.__cause__, DECODE_ERRORS)
-                if not transient or attempt == self.retries:
-                    raise
-                log.debug("retrying %s after: %s", self.entries[index].image, exc)
-                time.sleep(wait)
-                wait *= 2
-        raise AssertionError("unreachable")
-
-    def _make_sample(self, index: int, image: np.ndarray, raw: np.ndarray) -> dict[str, Any]:
+    def build_sample(self, index: int, raw: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+        """The dict sample of ``index`` from its decoded ``(image, raw label)`` (counts ignored label pixels)."""
         entry = self.entries[index]
-        ids, n_bad = label_from_raw(raw, self.ignore_index)
+        image, values = raw
+        ids, n_bad = label_from_raw(values, self.ignore_index)
         if n_bad:
             self._ignored_pixels.add(n_bad)
             log.debug("%d label pixels outside 1..14 set to %d in %s", n_bad, self.ignore_index, entry.label)
         return make_sample(image, ids, sample_id=entry.id, image_path=entry.image, label_path=entry.label,
                            transform=self.transform)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
-        index %= len(self)
-        for step in range(min(MAX_REPLACEMENTS, len(self))):
-            current = (index + step) % len(self)
-            try:
-                image, raw = self._read_with_retries(current)
-            except SampleError as exc:
-                if self.on_error == "raise":
-                    raise
-                self._read_errors.add(1)
-                log.warning("skipping unreadable sample %s (replaced by the next one): %s",
-                            self.entries[current].id, exc)
-                continue
-            return self._make_sample(current, image, raw)
-        raise SampleError(
-            f"{MAX_REPLACEMENTS} consecutive samples from {self.entries[index].image} on could not be read; "
-            f"run 'anomalyseg data check --root {self.root}'"
-        )
+    def sample_id(self, index: int) -> str:
+        """Id of sample ``index`` (e.g. ``"t5/1"``)."""
+        return self.entries[index].id
+
+    def sample_path(self, index: int) -> str:
+        """Image file of sample ``index``."""
+        return str(self.entries[index].image)
+
+    def give_up_hint(self) -> str:
+        """Where to look when several files in a row are unreadable."""
+        return f"; run 'anomalyseg data check --root {self.root}'"
