@@ -165,6 +165,7 @@ class OutlierExposureConfig:
     root: str | None = None
     annotations: str | None = None
     exclude_classes: list[str] | None = None
+    shapes: list[str] | None = None  # procedural source: a subset of its shapes (None: all)
     p: float = 0.5
     k: tuple[int, int] = (1, 3)
     scale_range: tuple[float, float] = (0.05, 0.3)

@@ -332,3 +332,26 @@ def test_paster_sits_between_the_geometric_and_the_photometric_steps():
     out, lab = TrainTransform(32, paster=PasteOutliers(Square(), p=1.0))(image, label)
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32 and lab.dtype == torch.long
     assert set(lab.unique().tolist()) == {0, OUTLIER_LABEL}
+
+
+def test_procedural_shapes_subset_draws_only_those(monkeypatch):
+    """``shapes`` restricts the procedural family (the benchmark holds one shape out for choosing settings)."""
+    from anomalyseg.data.outliers import open_outlier_source
+    from anomalyseg.data.outliers import procedural as P
+
+    drawn: list[str] = []
+    for name, real in dict(P._DRAW).items():
+        monkeypatch.setitem(P._DRAW, name, lambda *a, _n=name, _f=real: (drawn.append(_n), _f(*a))[1])
+    rng = np.random.default_rng(0)
+    source = open_outlier_source("procedural", shapes=["glyph", "plank"])
+    for _ in range(40):
+        assert source.sample(rng, 24).alpha.max() > 0
+    assert set(drawn) == {"glyph", "plank"}
+    drawn.clear()
+    for _ in range(40):
+        open_outlier_source("procedural").sample(rng, 24)
+    assert set(drawn) == set(P.SHAPES)  # the default draws every shape
+    with pytest.raises(UserError, match="'star'; the procedural shapes are polygon, glyph, blocks, plank"):
+        open_outlier_source("procedural", shapes=["glyph", "star"])
+    with pytest.raises(UserError, match="source=folder has none"):
+        open_outlier_source("folder", root=".", shapes=["glyph"])

@@ -92,7 +92,7 @@ def outlier_paster(cfg: OutlierExposureConfig, spec: DatasetSpec, root: str) -> 
         check_outlier_folders([f for f in (cfg.root, cfg.annotations and Path(cfg.annotations).parent) if f],
                               spec=spec, held=held)
     source = open_outlier_source(cfg.source, root=cfg.root, annotations=cfg.annotations,
-                                 exclude_classes=cfg.exclude_classes, dataset=spec.name)
+                                 exclude_classes=cfg.exclude_classes, dataset=spec.name, shapes=cfg.shapes)
     check_outlier_source(source, spec=spec, held=held)
     log.info("outlier exposure: %s; p=%g, k=%s, scale %s of the crop's shorter side, blend %g px",
              source.name, cfg.p, tuple(cfg.k), tuple(cfg.scale_range), cfg.blend_px)

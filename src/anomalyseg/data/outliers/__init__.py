@@ -67,15 +67,17 @@ def crop_to_alpha(rgb: np.ndarray, alpha: np.ndarray) -> Cutout | None:
 
 def open_outlier_source(
     source: str, *, root: str | Path | None = None, annotations: str | Path | None = None,
-    exclude_classes: Sequence[str] | None = None, dataset: str | None = None,
+    exclude_classes: Sequence[str] | None = None, dataset: str | None = None, shapes: Sequence[str] | None = None,
 ) -> OutlierSource:
     """The outlier source ``source`` (one of :data:`SOURCES`), checked: an empty or unreadable source is a
     one-line UserError. ``dataset`` (the training dataset's registry name) picks COCO's default exclusions
-    when ``exclude_classes`` is None."""
+    when ``exclude_classes`` is None; ``shapes``: the procedural source's shapes (None: all)."""
+    if shapes is not None and source != "procedural":
+        raise UserError(f"outlier_exposure.shapes selects procedural shapes; source={source} has none (leave it null)")
     if source == "procedural":
         from anomalyseg.data.outliers.procedural import ProceduralSource
 
-        return ProceduralSource()
+        return ProceduralSource(shapes)
     if source not in SOURCES:
         raise UserError(f"outlier_exposure.source={source!r}: choose one of {', '.join(SOURCES)}")
     if not root:

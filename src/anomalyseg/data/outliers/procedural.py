@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import colorsys
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from anomalyseg.data.outliers import Cutout, crop_to_alpha
+from anomalyseg.errors import UserError
 
 #: Hue bands of the objects' colours (fractions of the colour circle), away from the test anomalies' hues.
 HUE_BANDS: tuple[tuple[float, float], ...] = ((0.02, 0.17), (0.33, 0.44), (0.60, 0.70))
@@ -131,9 +133,20 @@ def _texture(rng: np.random.Generator, texture: str, w: int, h: int) -> np.ndarr
 
 
 class ProceduralSource:
-    """Procedural outlier objects (see the module doc): ``sample(rng, longer_side)`` draws one at that size."""
+    """Procedural outlier objects (see the module doc): ``sample(rng, longer_side)`` draws one at that size.
 
-    name = "procedural (shapes: " + ", ".join(SHAPES) + "; textures: " + ", ".join(TEXTURES) + ")"
+    ``shapes``: a subset of :data:`SHAPES` to draw (None: all), e.g. to hold one shape out for choosing
+    outlier-exposure settings on objects the model was not trained on (``benchmarks/outlier_exposure.py``).
+    """
+
+    def __init__(self, shapes: Sequence[str] | None = None) -> None:
+        chosen = tuple(dict.fromkeys(shapes)) if shapes is not None else SHAPES
+        unknown = [s for s in chosen if s not in SHAPES]
+        if unknown or not chosen:
+            raise UserError(f"outlier_exposure.shapes: {', '.join(map(repr, unknown)) or 'none given'}; "
+                            f"the procedural shapes are {', '.join(SHAPES)}")
+        self.shapes = chosen
+        self.name = "procedural (shapes: " + ", ".join(chosen) + "; textures: " + ", ".join(TEXTURES) + ")"
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -144,14 +157,14 @@ class ProceduralSource:
         return []
 
     def __repr__(self) -> str:
-        return "ProceduralSource()"
+        return "ProceduralSource()" if self.shapes == SHAPES else f"ProceduralSource(shapes={list(self.shapes)})"
 
     def sample(self, rng: np.random.Generator, longer_side: int) -> Cutout:
         """An object whose longer side is about ``longer_side`` pixels (aspect 1:2..2:1)."""
         side = max(4, int(longer_side))
         aspect = math.exp(rng.uniform(-math.log(2), math.log(2)))  # height / width
         h, w = (side, max(2, round(side / aspect))) if aspect >= 1 else (max(2, round(side * aspect)), side)
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        shape = self.shapes[int(rng.integers(len(self.shapes)))]
         texture = TEXTURES[int(rng.integers(len(TEXTURES)))]
         alpha = _silhouette(rng, shape, w, h)
         lo, hi = rng.uniform(SHADE[0], 0.8), rng.uniform(0.9, SHADE[1])
