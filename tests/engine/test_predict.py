@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from tests.engine.test_evaluate import make_checkpoint, make_tree
 from tests.viz.test_gallery import page_data
 
@@ -108,3 +109,19 @@ def test_bad_inputs_one_line(setup, tmp_path, capsys, argv, message):
 def test_python_api_no_images(tmp_path):
     with pytest.raises(UserError, match="no images"):
         predict("x.pt", tmp_path, tmp_path / "o")
+
+
+def test_a_pixel_exactly_at_the_threshold_is_not_detected(setup, tmp_path):
+    """predict's mask, overlay outline and predictions.csv follow anomalyseg.constants.DETECTION_RULE
+    (``score > threshold``): with the threshold set to one pixel's own score, that pixel is not detected."""
+    photo = sorted(setup["images"].rglob("*.png"))[0]
+    first = predict(setup["ckpt"], [photo], tmp_path / "a", scorers="energy", device="cpu", progress=False)
+    stem = first.predicted[0]
+    score = np.load(tmp_path / "a" / "scores" / "energy" / f"{stem}.npy")
+    at = float(score.flat[np.argmin(np.abs(score - np.median(score)))])  # one pixel's own score, exactly
+    predict(setup["ckpt"], [photo], tmp_path / "b", scorers="energy", device="cpu", progress=False, threshold=at)
+    mask = np.asarray(Image.open(tmp_path / "b" / "masks" / "energy" / f"{stem}.png"))
+    assert (score == at).any() and not mask[score == at].any()
+    np.testing.assert_array_equal(mask, np.where(score > at, 255, 0))
+    assert (score >= at).sum() > (score > at).sum() > 0
+    assert float(_rows(tmp_path / "b")[0]["energy_anomaly_fraction"]) == pytest.approx((score > at).mean(), abs=1e-12)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anomalyseg.constants import DETECTION_RULE
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write, check_output
 from anomalyseg.report.render import fmt
@@ -182,7 +183,7 @@ def to_markdown(results: Mapping[str, Any]) -> str:
     if components:
         c = components[0]
         lines.insert(-3, f"- components: SegmentMeIfYouCan {c.get('track')} track, each map binarised as "
-                         f"{c.get('binarised', 'score > threshold')} at its {c.get('threshold_source', 'threshold')}; "
+                         f"{c.get('binarised', DETECTION_RULE)} at its {c.get('threshold_source', 'threshold')}; "
                          f"evaluated at {c.get('eval_at')} resolution")
     header = ["scorer"] + [f"{p} {k.upper()}" for p in protocols for k in METRIC_KEYS]
     header += ["sIoU gt", "PPV", "mean F1"] if components else []

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from anomalyseg.constants import detect
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write, check_output
 from anomalyseg.viz.gallery import write_gallery
@@ -314,7 +315,7 @@ def _write_scorer(photo: np.ndarray, score: np.ndarray, name: str, threshold: fl
     _write_image(files[f"heatmaps/{name}"], heat)
     shown = overlay(photo, heat, 0.45)
     if threshold is not None:
-        detected = score > threshold
+        detected = detect(score, threshold)
         shown[boundary(detected)] = DETECTION_COLORS["detected"]
         _write_image(files[f"masks/{name}"], (detected * 255).astype(np.uint8))
     _write_image(files[f"overlays/{name}"], shown)
@@ -322,7 +323,7 @@ def _write_scorer(photo: np.ndarray, score: np.ndarray, name: str, threshold: fl
 
 
 def _stats(score: np.ndarray, name: str, threshold: float | None) -> dict[str, Any]:
-    frac = float((score > threshold).mean()) if threshold is not None else None
+    frac = float(detect(score, threshold).mean()) if threshold is not None else None
     return {f"{name}_max": float(np.nanmax(score)), f"{name}_anomaly_fraction": frac}
 
 
