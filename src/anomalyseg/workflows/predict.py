@@ -20,6 +20,7 @@ import csv
 import glob
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,19 +52,32 @@ class PredictSummary:
     inference: dict[str, Any] = field(default_factory=dict)
 
 
+def natural_key(path: Path) -> tuple:
+    """Sort key of ``path`` in natural order: digit runs compare as numbers (``img2`` before ``img10``), part by
+    part; equal keys (``img01``, ``img1``) fall back to the text. Own code: three lines, where ``natsort`` would be
+    a new runtime dependency."""
+    return tuple((tuple(int(c) if i % 2 else c for i, c in enumerate(re.split(r"(\d+)", part))), part)
+                 for part in path.parts)
+
+
 def collect_inputs(inputs: str | Path | list[str | Path], recursive: bool = False) -> tuple[list[Path], list[Path]]:
-    """``(images, videos)`` named by files, folders (``recursive``: and their subfolders) and glob patterns."""
+    """``(images, videos)`` named by files, folders (``recursive``: and their subfolders) and glob patterns.
+
+    Files found in a folder or by a pattern come in natural order (:func:`natural_key`: ``img2`` before
+    ``img10``); files named one by one keep the order given."""
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     found: list[Path] = []
     for item in items:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found += sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file())
+            found += sorted((p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file()),
+                            key=natural_key)
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(text):
-            found += sorted(Path(p) for p in glob.glob(text, recursive=recursive) if Path(p).is_file())
+            found += sorted((Path(p) for p in glob.glob(text, recursive=recursive) if Path(p).is_file()),
+                            key=natural_key)
         else:
             raise UserError(f"input {text} does not exist (give image files, folders or glob patterns)")
     images = list(dict.fromkeys(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES))
