@@ -29,12 +29,13 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     dump_config(load_config(None, tiny_overrides(synth_root, out, "ddp", **{
         "train.epochs": 1, "data.max_val_samples": 5, "outlier_exposure.enabled": "true",
         "outlier_exposure.loss": "energy", "outlier_exposure.margin_in": "auto",
-        "outlier_exposure.margin_out": "auto"})), config)
+        "outlier_exposure.margin_out": "auto", "train.amp": "bf16"})), config)  # amp: a warning on CPU
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "anomalyseg", "train", str(config), "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("epoch 1/1: mean loss") == 1  # only rank 0 logs INFO
+    assert proc.stderr.count("train.amp=bf16 needs CUDA") == 1  # and warnings: rank 1 logs errors only
 
     assert sorted(p.name for p in out.iterdir()) == ["ddp"]  # one run folder, written by rank 0 only
     run_dir = out / "ddp"

@@ -15,6 +15,7 @@ from anomalyseg.checkpoints.io import load_checkpoint
 from anomalyseg.cli import main as cli_main
 from anomalyseg.config import load_config
 from anomalyseg.configio import dump_config
+from anomalyseg.workflows import train_loop
 from anomalyseg.workflows.train import train
 
 
@@ -70,3 +71,44 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth_root, tmp_path
     assert [h["train_loss"] for h in history] == [h["train_loss"] for h in ref_history]
     assert not (run_dir / ".lock").exists()  # the killed run's lock was taken over as stale, then released
     assert "resuming at epoch 1, batch 2 (step 2)" in (run_dir / "train.log").read_text()
+
+
+class _CrashError(Exception):
+    pass
+
+
+def _logged_losses(run_dir) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0}).Reload()
+    return [(e.step, e.value) for e in events.Scalars("train/loss")]
+
+
+def test_resume_mid_window_logs_the_same_train_loss_points(synth_root, tmp_path, monkeypatch):
+    """A crash after a mid-epoch checkpoint that falls inside a logging window (log every 3 steps, saved at step 6
+    of 8): the resumed run's first ``train/loss`` point averages steps 5-7 like the uninterrupted run's, from the
+    window sum saved in the checkpoint, not only step 7."""
+    extra = {"train.log_every": 3, "train.num_vis_images": 0}
+    ref_dir = train(load_config(None, tiny_overrides(synth_root, tmp_path, "ref", **extra)), device="cpu")
+    reference = _logged_losses(ref_dir)
+    assert [step for step, _ in reference] == [3, 7]  # 4 steps per epoch: step 3 of each epoch
+
+    real_save = train_loop.save
+
+    def save_then_crash(run, name):
+        real_save(run, name)
+        if run.state.step == 6:
+            raise _CrashError
+
+    monkeypatch.setattr(train_loop, "save", save_then_crash)
+    with pytest.raises(_CrashError):
+        train(load_config(None, tiny_overrides(synth_root, tmp_path, "crashed", **extra)), device="cpu")
+    monkeypatch.setattr(train_loop, "save", real_save)
+    run_dir = tmp_path / "crashed"
+    partial = load_checkpoint(run_dir / "checkpoints" / "last.pt")["loop"]
+    assert (partial["batch_in_epoch"], partial["loss_window_count"]) == (2, 2) and partial["loss_window_sum"] > 0
+    assert train(load_config(None, tiny_overrides(synth_root, tmp_path, "crashed", **extra)), device="cpu",
+                 resume=run_dir) == run_dir
+    assert _logged_losses(run_dir) == reference
+    final = load_checkpoint(run_dir / "checkpoints" / "last.pt")["loop"]
+    assert (final["loss_window_sum"], final["loss_window_count"], final["loss_window_terms"]) == (0.0, 0, {})

@@ -12,6 +12,7 @@ from tests.engine.helpers import tiny_overrides
 
 from anomalyseg.cli import main as cli_main
 from anomalyseg.config import load_config
+from anomalyseg.constants import IGNORE_INDEX, OUTLIER_LABEL
 from anomalyseg.data.streethazards import StreetHazards
 from anomalyseg.engine import guards
 from anomalyseg.errors import UserError
@@ -73,6 +74,17 @@ def test_in_memory_dataset_fallback():
     dirty = [*clean, {"label": torch.full((4, 4), 13)}]
     with pytest.raises(UserError, match=r"'mine' split contains anomaly pixels .*sample 3"):
         guards.assert_no_anomaly(dirty, "mine")
+
+
+def test_in_memory_fallback_does_not_count_pasted_outliers():
+    """Samples of a dataset without label files come transformed: outlier exposure's pasted pixels
+    (OUTLIER_LABEL) are not dataset labels and are not counted; the other labels are."""
+    label = torch.zeros(4, 4, dtype=torch.long)
+    label[0], label[1, :2], label[3] = 2, OUTLIER_LABEL, IGNORE_INDEX
+    counts = guards.scan_labels([{"label": label}, {"label": label.clone()}], "mine", anomaly_ids=(13,))
+    expected = np.zeros(256, dtype=np.int64)
+    expected[[0, 2, IGNORE_INDEX]] = [2 * 6, 2 * 4, 2 * 4]
+    assert counts.tolist() == expected.tolist()
 
 
 def test_scan_counts_match_a_direct_pixel_count(synth_root):

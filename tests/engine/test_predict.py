@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from tests.engine.test_evaluate import make_checkpoint, make_tree
 from tests.viz.test_gallery import page_data
 
@@ -108,3 +109,39 @@ def test_bad_inputs_one_line(setup, tmp_path, capsys, argv, message):
 def test_python_api_no_images(tmp_path):
     with pytest.raises(UserError, match="no images"):
         predict("x.pt", tmp_path, tmp_path / "o")
+
+
+def test_a_pixel_exactly_at_the_threshold_is_not_detected(setup, tmp_path):
+    """predict's mask, overlay outline and predictions.csv follow anomalyseg.constants.DETECTION_RULE
+    (``score > threshold``): with the threshold set to one pixel's own score, that pixel is not detected."""
+    photo = sorted(setup["images"].rglob("*.png"))[0]
+    first = predict(setup["ckpt"], [photo], tmp_path / "a", scorers="energy", device="cpu", progress=False)
+    stem = first.predicted[0]
+    score = np.load(tmp_path / "a" / "scores" / "energy" / f"{stem}.npy")
+    at = float(score.flat[np.argmin(np.abs(score - np.median(score)))])  # one pixel's own score, exactly
+    predict(setup["ckpt"], [photo], tmp_path / "b", scorers="energy", device="cpu", progress=False, threshold=at)
+    mask = np.asarray(Image.open(tmp_path / "b" / "masks" / "energy" / f"{stem}.png"))
+    assert (score == at).any() and not mask[score == at].any()
+    np.testing.assert_array_equal(mask, np.where(score > at, 255, 0))
+    assert (score >= at).sum() > (score > at).sum() > 0
+    assert float(_rows(tmp_path / "b")[0]["energy_anomaly_fraction"]) == pytest.approx((score > at).mean(), abs=1e-12)
+
+
+def test_inputs_found_in_folders_and_patterns_come_in_natural_order(tmp_path):
+    from anomalyseg.workflows.predict import collect_inputs
+
+    names = ["img10.png", "img2.png", "img1.png", "img11.png", "img02b.png", "frame9.jpg", "clip3.mp4", "clip20.mp4"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    for sub in ("day10", "day2"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.png").write_bytes(b"")
+    natural = ["frame9.jpg", "img1.png", "img2.png", "img02b.png", "img10.png", "img11.png"]
+    images, videos = collect_inputs(tmp_path)
+    assert [p.name for p in images] == natural and [p.name for p in videos] == ["clip3.mp4", "clip20.mp4"]
+    images, _ = collect_inputs(str(tmp_path / "img*.png"))
+    assert [p.name for p in images] == natural[1:]
+    images, _ = collect_inputs(tmp_path, recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in images] == ["day2/x.png", "day10/x.png", *natural]
+    given = [tmp_path / "img10.png", tmp_path / "img2.png", tmp_path / "img1.png"]  # named one by one: as given
+    assert collect_inputs(given)[0] == given

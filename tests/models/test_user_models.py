@@ -3,6 +3,7 @@ a ``module:attr`` name (from a config, a checkpoint or the command line) is one 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -177,3 +178,35 @@ def test_real_distribution_on_the_path_declares_the_tiny_model():
     assert plugins in sys.path
     assert R.entry_point_models()["tiny"] == "tests.engine.tiny_model:build (anomalyseg-test-models)"
     assert isinstance(build_model("tiny", 3, width=2), TinySeg)
+
+
+def test_models_list_shows_registered_and_entry_point_models(monkeypatch, capsys, caplog):
+    """``models list`` lists register_model names and entry points (marked by source, parameters counted), a
+    registered name shadowing an entry point once, and a broken entry point as one warning line."""
+    register_model("user_listed", user_factory, description="listed", small=True)
+    _fake_entry_points(monkeypatch, FakeEntryPoint("plug_net", "fake_models.nets:build", user_factory),
+                       FakeEntryPoint("user_listed", "fake_models.shadowed:build", RuntimeError("not loaded")),
+                       FakeEntryPoint("broken", "fake_models.broken:build", ImportError("No module named 'x'")))
+    assert cli.main(["models", "list", "--json", "--num-classes", "5"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    tiny_params = sum(p.numel() for p in TinySeg(5, aux=False, width=4).parameters())
+    assert rows["enet"]["source"] == "built-in"
+    assert {k: rows["user_listed"][k] for k in ("source", "params", "small", "offline")} == {
+        "source": "register_model", "params": tiny_params, "small": True, "offline": False}
+    assert {k: rows["plug_net"][k] for k in ("source", "params", "small", "family")} == {
+        "source": "entry point", "params": tiny_params, "small": False, "family": "user"}
+    assert list(rows)[-2:] == ["user_listed", "plug_net"] and "broken" not in rows
+    assert "entry point fake_models.broken:build of fake-models cannot be loaded" in caplog.text
+    assert cli.main(["models", "list", "--small"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "params", "small", "offline", "source", "pretrained", "weights"]
+    listed = {ln.split()[0]: ln.split() for ln in lines[1:] if ln.strip() and not ln.startswith("params for")}
+    assert listed["user_listed"][1:5] == [f"{tiny_params / 1e6:.1f}M", "yes", "no", "register_model"]
+    assert "plug_net" not in listed  # not small
+
+
+def test_models_list_shows_the_installed_test_distribution(capsys):
+    assert cli.main(["models", "list", "--json", "--num-classes", "3"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "tiny")
+    assert row["source"] == "entry point" and "anomalyseg-test-models" in row["pretrained"]
+    assert row["params"] == sum(p.numel() for p in build_model("tiny", 3).parameters())

@@ -98,3 +98,16 @@ def test_segmentation_and_per_class_tables(records, tmp_path):
     single = build_tables(sets[:1])[0]
     assert single.best() == [set(), set(), set()]  # one row: nothing to mark
     assert "**" not in table_markdown(single)
+
+
+def test_result_markdown_percentages_use_the_table_formatter():
+    """An evaluation's own Markdown formats percentages like the comparison tables: 2 decimals, "-" for a
+    missing or undefined value."""
+    from anomalyseg.report.results import to_markdown as result_markdown
+
+    record = {"segmentation": {"miou": 0.4567, "note": "n"}, "protocols": {"p": {}},
+              "scorers": {"s": {"metrics": {"p": {"auroc": 0.91234, "aupr": float("nan"), "fpr95": None}}}}}
+    text = result_markdown(record)
+    assert "- closed-set mIoU: 45.67 % (n)" in text
+    assert "| s | 91.23 | - | - |" in text
+    assert [fmt(v) for v in (0.91234, float("nan"), None)] == ["91.23", "-", "-"]

@@ -71,8 +71,8 @@ def test_numbers_match_sklearn_and_void_is_not_counted(case, panel):
     y, s = case["target"][keep], case["score"][keep]
     assert stats["aupr"] == pytest.approx(average_precision_score(y, s), abs=1e-9)
     assert stats["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-9)
-    assert stats["precision"] == pytest.approx(precision_score(y, s >= THRESHOLD))
-    assert stats["recall"] == pytest.approx(recall_score(y, s >= THRESHOLD))
+    assert stats["precision"] == pytest.approx(precision_score(y, s > THRESHOLD))
+    assert stats["recall"] == pytest.approx(recall_score(y, s > THRESHOLD))
     assert "miou" not in stats
     # FPR95, the per-image protocol's "closest" rule: TPR closest to 0.95 -> every anomaly pixel must be
     # scored above the FN rows' 0.2, so the 32 FP rows (0.7) are crossed but not the TN ones (0.1)

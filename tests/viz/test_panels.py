@@ -86,7 +86,7 @@ def test_numbers_match_sklearn(case, panel):
     assert (stats["tp"], stats["fp"], stats["fn"], stats["tn"]) == (64, 32, 64, 80)
     counted = case["gt"] != IGNORE
     y = (case["gt"][counted] == ANOMALY).astype(int)
-    d = (case["score"][counted] >= THRESHOLD).astype(int)
+    d = (case["score"][counted] > THRESHOLD).astype(int)
     assert stats["precision"] == pytest.approx(precision_score(y, d))
     assert stats["recall"] == pytest.approx(recall_score(y, d))
     assert stats["f1"] == pytest.approx(f1_score(y, d))

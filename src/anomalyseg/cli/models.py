@@ -1,4 +1,5 @@
-"""``anomalyseg models list``: the model names with sizes and whether their weights are here offline."""
+"""``anomalyseg models list``: the model names (built-in, registered, entry points) with sizes and whether their
+weights are here offline."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
     lister = sub.add_parser(
         "list", help="names, parameter counts, offline pretrained weights", epilog=_EXAMPLES,
-        description="List the models with parameter counts (for --num-classes classes) and whether "
+        description="List the models (built-in, registered with register_model, and installed packages' "
+                    "anomalyseg.models entry points) with parameter counts (for --num-classes classes) and whether "
                     "pretrained=true would find its weights on this machine without a download.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -46,15 +48,16 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("name", "params", "small", "offline", "pretrained weights")
+    header = ("name", "params", "small", "offline", "source", "pretrained weights")
     table = [
         (r["name"], "n/a" if r["params"] is None else f"{r['params'] / 1e6:.1f}M",
-         "yes" if r["small"] else "no", "yes" if r["offline"] else "no", r["pretrained"])
+         "yes" if r["small"] else "no", "yes" if r["offline"] else "no", r["source"], r["pretrained"])
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in (header, *table)) for i in range(len(header) - 1)]
     for row in (header, *table):
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
     print(f"\nparams for {args.num_classes} classes; offline = pretrained: true needs no download here; "
-          "small = fast enough for CPU training and the demo")
+          "small = fast enough for CPU training and the demo; source = built-in, register_model (your code) "
+          "or entry point (an installed package's anomalyseg.models entry point)")
     return 0

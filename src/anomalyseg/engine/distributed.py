@@ -81,10 +81,16 @@ def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
 
 
 def quiet_non_main() -> None:
-    """Raise this process's ``anomalyseg`` logger to WARNING (a rank other than 0: rank 0 logs INFO)."""
+    """Raise this process's ``anomalyseg`` logger to ERROR: the logging rule of a rank other than 0.
+
+    Every rank reaches the same warnings (a config's ``train.amp`` without CUDA, a pretrained fallback), so
+    rank 0 alone logs INFO and WARNING; the others log errors only (what only one rank sees, e.g. its count of
+    unreadable samples, is gathered and logged by rank 0). Called by :func:`init_distributed`, the first step
+    of every training / evaluation / fitting workflow, before any of them logs.
+    """
     logger = logging.getLogger("anomalyseg")
-    if logger.getEffectiveLevel() < logging.WARNING:
-        logger.setLevel(logging.WARNING)
+    if logger.getEffectiveLevel() < logging.ERROR:
+        logger.setLevel(logging.ERROR)
 
 
 def cleanup(ctx: DistContext) -> None:

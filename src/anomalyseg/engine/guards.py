@@ -12,7 +12,8 @@ second run over the same 5,000 labels costs a few stat calls.
 Outlier exposure (:func:`check_outlier_source`): the source of pasted objects may not be, lie in or hold the
 held-out split, nor a real anomaly set's folder, and a sample of its files may not be copies of held-out files
 (compared by content). Pasted pixels (label ``OUTLIER_LABEL``) are made by the training transform after the
-label files are read: the scan of label files (and its cache) never sees them.
+label files are read: the scan of label files (and its cache) never sees them, and the fallback that counts
+whole (transformed) samples of a dataset without label files leaves them out.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from anomalyseg.constants import OUTLIER_LABEL
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write
 
@@ -145,7 +147,12 @@ class _ReadLabelCounts(Dataset):
 
 
 class _SampleCounts(Dataset):
-    """Fallback for datasets without label files: counts ``dataset[i]["label"]``."""
+    """Fallback for datasets without label files: counts ``dataset[i]["label"]``.
+
+    These are transformed samples: with outlier exposure on, the training transform has pasted outliers into
+    them, labelled :data:`~anomalyseg.constants.OUTLIER_LABEL`. That label is never a dataset label, so it is
+    not counted (the pixels it covered are lost to their classes, like those a crop leaves out).
+    """
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -159,7 +166,9 @@ class _SampleCounts(Dataset):
         except UserError as exc:
             return _Unreadable(str(exc))
         label = torch.as_tensor(sample["label"]).to(torch.int64).clamp(0, 255)
-        return torch.bincount(label.reshape(-1), minlength=256).numpy()
+        counts = torch.bincount(label.reshape(-1), minlength=256).numpy()
+        counts[OUTLIER_LABEL] = 0
+        return counts
 
 
 def _on_error(dataset: Any) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anomalyseg.constants import detect
 from anomalyseg.errors import UserError
 from anomalyseg.files import check_output
 
@@ -136,15 +137,16 @@ class Sinks:
 
 
 def component_pass(cache: ComponentCache, thresholds: dict[str, float], track: str) -> dict[str, dict[str, Any]]:
-    """SegmentMeIfYouCan component metrics of every cached scorer, its map binarised as ``score > threshold``
-    (summed over this process's images, then over the ranks)."""
+    """SegmentMeIfYouCan component metrics of every cached scorer, its map binarised by
+    :func:`anomalyseg.constants.detect` (``score > threshold``), summed over this process's images, then over
+    the ranks."""
     from anomalyseg.metrics.components import ComponentMetrics
 
     out: dict[str, dict[str, Any]] = {}
     for name, threshold in thresholds.items():
         acc = ComponentMetrics(track)
         for score, target in cache.maps(name):
-            acc.update(score > threshold, target)
+            acc.update(detect(score, threshold), target)
         acc.sync()
         out[name] = {"threshold": float(threshold), **acc.compute()}
     return out

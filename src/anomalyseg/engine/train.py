@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,18 +34,28 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class EpochLoss:
-    """Sum and count of the batch losses of one epoch so far.
+    """Sum and count of the batch losses of one epoch so far, and of its logging window.
 
-    :func:`train_one_epoch` continues it (a resumed epoch starts from the sum and count saved with its mid-epoch
-    checkpoint) and keeps it current after every batch; ``total`` stays on the device, :meth:`values` syncs.
+    The window holds the batches since the last logged step (with the criterion's ``last_terms`` summed
+    alike): what the next ``train/loss`` point averages. :func:`train_one_epoch` continues both (a resumed epoch
+    starts from the values saved with its mid-epoch checkpoint, so its loss and its first logged point after
+    resume cover the same batches as an uninterrupted run's) and keeps them current after every batch; the sums
+    stay on the device, :meth:`snapshot` syncs.
     """
 
     total: float | torch.Tensor = 0.0
     count: int = 0
+    window: float | torch.Tensor = 0.0
+    window_count: int = 0
+    window_terms: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
-    def values(self) -> tuple[float, int]:
-        """``(sum, count)`` as Python numbers (what a checkpoint saves)."""
-        return float(self.total), self.count
+    def snapshot(self) -> EpochLoss:
+        """A copy in Python numbers (what a checkpoint saves), with one device sync; float32 sums stay exact."""
+        sums = [self.total, self.window, *self.window_terms.values()]
+        device = next((v.device for v in sums if isinstance(v, torch.Tensor)), None)
+        numbers = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device) for v in sums]).tolist()
+        return EpochLoss(numbers[0], self.count, numbers[1], self.window_count,
+                         dict(zip(self.window_terms, numbers[2:])))
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -86,8 +96,10 @@ def train_one_epoch(
     """Train over batches ``start_batch .. num_batches-1`` of ``loader`` (which starts at ``start_batch``).
 
     One optimizer step per ``grad_accum`` batches; ``scheduler.step()`` after each. ``on_step(batches_done,
-    loss, terms)`` is called after every optimizer step (``loss``: mean over the last ``log_every`` steps on those
-    steps, else None, so the loop syncs with the device only every ``log_every`` steps). A criterion with a
+    loss, terms)`` is called after every optimizer step (``loss``: on the steps whose number within the epoch is a
+    multiple of ``log_every``, the mean batch loss since the previous such step of the epoch, the window of
+    ``epoch_loss``, which a resumed epoch continues; else None, so the loop syncs with the device only every
+    ``log_every`` steps). A criterion with a
     ``last_terms`` mapping (detached scalar tensors of its last call, e.g. the parts of an outlier-exposure
     loss) has them averaged over the same window: ``terms``, empty on the steps without a loss. Returns the mean
     loss.
@@ -95,13 +107,17 @@ def train_one_epoch(
     model.train()
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
-    window = torch.zeros((), device=device)
-    window_terms: dict[str, torch.Tensor] = {}  # the criterion's last_terms, summed like window
     running = epoch_loss if epoch_loss is not None else EpochLoss()
-    # float32 like the losses; a saved sum is a float32 value, so a resumed epoch adds up bit-identically
-    total = torch.full((), float(running.total), dtype=torch.float32, device=device)
-    running.total = total  # the same tensor, updated in place below
-    window_n, micro = 0, 0
+
+    def resumed(value: float | torch.Tensor) -> torch.Tensor:
+        # float32 like the losses; a saved sum is a float32 value, so a resumed epoch adds up bit-identically
+        return torch.full((), float(value), dtype=torch.float32, device=device)
+
+    # the same tensors / dict as in ``running``, updated in place below
+    running.total, running.window = resumed(running.total), resumed(running.window)
+    running.window_terms = {k: resumed(v) for k, v in running.window_terms.items()}
+    total, window, window_terms = running.total, running.window, running.window_terms
+    micro = 0
     bar = progress_bar(total=num_batches, initial=start_batch, desc=f"epoch {epoch + 1}", unit="batch",
                disable=not progress, dynamic_ncols=True, leave=False)
     optimizer.zero_grad(set_to_none=True)
@@ -123,7 +139,7 @@ def train_one_epoch(
             window_terms[key] = window_terms[key] + value if key in window_terms else value.clone()
         total += loss.detach()
         running.count += 1
-        window_n += 1
+        running.window_count += 1
         batch_idx += 1
         bar.update(1)
         if not last_micro:
@@ -138,14 +154,15 @@ def train_one_epoch(
         scheduler.step()
         shown, terms = None, {}
         if log_every and (batch_idx // grad_accum) % log_every == 0:
-            means = (torch.stack([window, *window_terms.values()]) / max(window_n, 1)).tolist()  # one sync
+            sums = torch.stack([window, *window_terms.values()])
+            means = (sums / max(running.window_count, 1)).tolist()  # one sync
             shown, terms = means[0], dict(zip(window_terms, means[1:]))
             if not math.isfinite(shown):
                 raise FloatingPointError(f"loss is {shown} at epoch {epoch + 1}, batch {batch_idx}")
             bar.set_postfix(loss=f"{shown:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             window.zero_()
             window_terms.clear()
-            window_n = 0
+            running.window_count = 0
         if on_step is not None:
             on_step(batch_idx, shown, terms)
     bar.close()

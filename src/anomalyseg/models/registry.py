@@ -314,22 +314,46 @@ def _fail_fast_offline(name: str, spec: ModelSpec) -> None:
 
 
 def model_rows(num_classes: int = 13, small_only: bool = False) -> list[dict]:
-    """One dict per model: name, family, params, small, pretrained (source), offline (weights here)."""
+    """One dict per model: name, family, source, params, small, pretrained (source), offline (weights here).
+
+    ``source`` tells where the name comes from: "built-in", "register_model" (the user's own code, this
+    process) or "entry point" (an installed distribution, listed with the distribution's name; its factory is
+    loaded to count parameters: running ``models list`` is the explicit choice that the entry point exists for).
+    """
     if num_classes < 1:
         raise UserError(f"--num-classes must be positive, got {num_classes}")
     if num_classes > 1000:  # each model is built with this head: a typo of 10**9 classes would not fit in memory
         raise UserError(f"--num-classes must be at most 1000, got {num_classes}")
+    specs = [(name, spec, "built-in" if spec.family != "user" else "register_model") for name, spec in MODELS.items()]
+    for name in entry_point_models():
+        if name not in MODELS:  # a registered name wins over an entry point (as in model_spec)
+            try:
+                specs.append((name, model_spec(name), "entry point"))
+            except UserError as exc:  # a broken plugin: listed with its one-line reason, never a traceback
+                log.warning("%s", exc)
     rows = []
-    for name, spec in MODELS.items():
+    for name, spec, source in specs:
         if small_only and not spec.small:
             continue
-        try:
-            params: int | None = parameter_count(name, num_classes)
-        except UserError:  # optional dependency missing (transformers): still listed
-            params = None
+        params = _listed_params(name, spec, num_classes)
         rows.append({
-            "name": name, "family": spec.family, "params": params, "small": spec.small,
+            "name": name, "family": spec.family, "source": source, "params": params, "small": spec.small,
             "pretrained": spec.weights, "offline": weights_offline(name) if params is not None else False,
             "description": spec.description,
         })
     return rows
+
+
+def _listed_params(name: str, spec: ModelSpec, num_classes: int) -> int | None:
+    """The parameter count for the listing; ``None`` when the model cannot be built here (a missing optional
+    dependency, or a user / plugin factory that fails on the meta device: the listing still shows the name)."""
+    try:
+        return parameter_count(name, num_classes)
+    except UserError:  # optional dependency missing (transformers): still listed
+        return None
+    except Exception as exc:  # user code: one line instead of a traceback from inside it
+        if spec.family != "user":
+            raise
+        log.warning("model %s: parameters not counted (%s: %s)", name, type(exc).__name__,
+                    (str(exc).splitlines() or [""])[0])
+        return None

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anomalyseg.constants import DETECTION_RULE
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write, check_output
+from anomalyseg.report.render import fmt
 
 RESULTS_FORMAT = "anomalyseg.results/1"
 METRIC_KEYS = ("auroc", "aupr", "fpr95")
@@ -157,10 +159,6 @@ def to_csv(results: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _pct(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{100 * value:.2f}"
-
-
 def to_markdown(results: Mapping[str, Any]) -> str:
     """A Markdown summary: provenance, mIoU, and AUROC / AUPR / FPR95 (%) per scorer and protocol."""
     seg = results.get("segmentation") or {}
@@ -171,7 +169,7 @@ def to_markdown(results: Mapping[str, Any]) -> str:
     if ck:
         lines.append(f"- checkpoint: `{ck.get('path')}` (sha256 `{str(ck.get('sha256', ''))[:12]}`)")
     lines.append(f"- images: {results.get('num_images')}" + (f" from `{ds.get('root')}`" if ds.get("root") else ""))
-    lines.append(f"- closed-set mIoU: {_pct(seg.get('miou'))} % ({seg.get('note', '')})")
+    lines.append(f"- closed-set mIoU: {fmt(seg.get('miou'))} % ({seg.get('note', '')})")
     for p, s in (results.get("protocols") or {}).items():
         ignore = f", ignored ids {s.get('ignore_ids')}" if s.get("ignore_ids") else ""
         lines.append(f"- protocol `{p}`: FPR95 rule '{s.get('fpr_rule')}', {s.get('aggregation')}; "
@@ -185,7 +183,7 @@ def to_markdown(results: Mapping[str, Any]) -> str:
     if components:
         c = components[0]
         lines.insert(-3, f"- components: SegmentMeIfYouCan {c.get('track')} track, each map binarised as "
-                         f"{c.get('binarised', 'score > threshold')} at its {c.get('threshold_source', 'threshold')}; "
+                         f"{c.get('binarised', DETECTION_RULE)} at its {c.get('threshold_source', 'threshold')}; "
                          f"evaluated at {c.get('eval_at')} resolution")
     header = ["scorer"] + [f"{p} {k.upper()}" for p in protocols for k in METRIC_KEYS]
     header += ["sIoU gt", "PPV", "mean F1"] if components else []
@@ -195,10 +193,10 @@ def to_markdown(results: Mapping[str, Any]) -> str:
         cells = [name]
         for p in protocols:
             m = entry.get("metrics", {}).get(p, {})
-            cells += [_pct(m.get(k)) for k in METRIC_KEYS]
+            cells += [fmt(m.get(k)) for k in METRIC_KEYS]
         if components:
             c = entry.get("metrics", {}).get("components") or {}
-            cells += [_pct(c.get(k)) for k in ("siou_gt", "ppv", "f1_mean")]
+            cells += [fmt(c.get(k)) for k in ("siou_gt", "ppv", "f1_mean")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from anomalyseg.constants import detect
 from anomalyseg.viz import colors as C
 from anomalyseg.viz import panels as P
 
@@ -67,7 +68,7 @@ def binary_panel_data(
         pred: ``(H, W)`` output-channel ids (argmax over every output, a void channel included).
         confidence: ``(H, W)`` max softmax probability; score: ``(H, W)`` anomaly score (higher = anomalous).
         target: ``(H, W)`` 1 anomaly / 0 normal / 255 void.
-        threshold: pixels with ``score >= threshold`` are detections (the metrics' convention).
+        threshold: pixels with ``score > threshold`` are detections (:data:`anomalyseg.constants.DETECTION_RULE`).
         palette: one colour per output channel (:func:`anomalyseg.viz.colors.class_palette`).
         fpr_rule: FPR95 rule of the per-image numbers ("closest": the per-image protocol's).
     """
@@ -80,7 +81,7 @@ def binary_panel_data(
     for name, arr in (("pred", pred_ids), ("confidence", conf), ("score", sc)):
         if arr.shape != shape:
             raise ValueError(f"{name} has shape {arr.shape}, the target {shape}: give every map at one size")
-    detected = sc >= threshold
+    detected = detect(sc, threshold)
     rgb = {"input": P.resize_image(C.to_hwc_uint8(image), shape), "prediction": C.colorize(pred_ids, palette),
            "anomaly_gt": C.anomaly_gt_map(target_ids), "detection": C.detection_map(detected),
            "outcome": C.outcome_map(detected, target_ids)}

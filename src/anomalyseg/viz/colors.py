@@ -37,7 +37,7 @@ OUTCOME_COLORS: dict[str, RGB] = {
     "TN": (45, 45, 45),
     "ignored": (255, 255, 255),
 }
-#: Binary detection map: pixels whose score >= threshold, and the rest.
+#: Binary detection map: pixels whose score > threshold (:data:`anomalyseg.constants.DETECTION_RULE`), the rest.
 DETECTION_COLORS: dict[str, RGB] = {"detected": (255, 255, 255), "not detected": (0, 0, 0)}
 #: Error map of the closed-set prediction over known-class pixels.
 ERROR_COLORS: dict[str, RGB] = {"correct": (45, 45, 45), "wrong": (230, 25, 25), "not scored": (255, 255, 255)}

@@ -8,11 +8,11 @@ images. Everything is inline: photos as JPEG data URIs (longest side <= :data:`P
 :data:`THUMB_SIDE`), each score map area-averaged to longest side <= :data:`MAP_SIDE` and quantised to an 8-bit
 grayscale PNG over its own ``[lo, hi]``: the page reads ``lo + q * (hi - lo) / 255``, within half a step,
 ``(hi - lo) / 510``, of the downscaled map (the threshold resolution; shown per image). The detected fraction is
-the share of that map's pixels whose dequantised score is ``> threshold`` (``predictions.csv`` and ``masks/``
-hold the native-resolution ones at the run's threshold). Page size: ~76 KB per image plus ~48 KB per image and
-scorer (base64 included; the 60 Road Anomaly photos with 2 scorers: 10.3 MB); beyond ``max_images`` images the
-rest are listed as links to their files. Written from the files on disk, so a rerun that kept every image builds
-the same page.
+the share of that map's pixels whose dequantised score is ``> threshold``
+(:data:`anomalyseg.constants.DETECTION_RULE`; ``predictions.csv`` and ``masks/`` hold the native-resolution ones
+at the run's threshold). Page size: ~76 KB per image plus ~48 KB per image and scorer (base64 included; the 60
+Road Anomaly photos with 2 scorers: 10.3 MB); beyond ``max_images`` images the rest are listed as links to their
+files. Written from the files on disk, so a rerun that kept every image builds the same page.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from anomalyseg.constants import detect
 from anomalyseg.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def dequantise(q: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def detected_pixels(q: np.ndarray, lo: float, hi: float, threshold: float) -> int:
     """Pixels of a quantised map above ``threshold``: the count the page shows (its formula, in Python)."""
-    return int((dequantise(q, lo, hi) > threshold).sum())
+    return int(detect(dequantise(q, lo, hi), threshold).sum())
 
 
 def write_gallery(out: str | Path, rows: list[dict[str, Any]], names: list[str],

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from anomalyseg.constants import IGNORE_INDEX
+from anomalyseg.constants import IGNORE_INDEX, detect
 from anomalyseg.data.info import STREETHAZARDS
 from anomalyseg.metrics import SegmentationMetrics
 from anomalyseg.metrics.targets import anomaly_target, mask_ids
@@ -139,7 +139,7 @@ def panel_data(
         image: RGB, HxWx3 or 3xHxW, uint8 (resized to the label's size when it differs).
         gt, pred: ``(H, W)`` class ids (gt: 0..12 known, 13 anomaly, 255 ignore).
         confidence: ``(H, W)`` max softmax probability; score: ``(H, W)`` anomaly score (higher = anomalous).
-        threshold: pixels with ``score >= threshold`` are detections (the metrics' convention).
+        threshold: pixels with ``score > threshold`` are detections (:data:`anomalyseg.constants.DETECTION_RULE`).
         target: 1 / 0 / 255 anomaly target; default derived from ``gt`` (anomaly ids 1, 255 ignored).
         palette: class colours by id, anomaly id included (default: official StreetHazards).
     """
@@ -154,7 +154,7 @@ def panel_data(
     target_ids = (anomaly_target(gt_ids, anomaly_ids, void_label=ignore_index) if target is None
                   else C.as_ids(target))
     img = resize_image(C.to_hwc_uint8(image), shape)
-    detected = sc >= threshold
+    detected = detect(sc, threshold)
     gt_rgb, pred_rgb = C.colorize(gt_ids, palette, ignore_index), C.colorize(pred_ids, palette, ignore_index)
     over = C.overlay(img, pred_rgb)
     outline = C.boundary(np.isin(gt_ids, list(anomaly_ids)))
@@ -210,9 +210,9 @@ def colorbar(fig: Figure, ax: Any, image: Any, view: str, data: PanelData) -> No
 
 
 def detection_title(data: PanelData) -> str:
-    """``detection: score >= tpr95 (pooled, ...) = 0.31``."""
+    """``detection: score > tpr95 (pooled, ...) = 0.31``."""
     thr = f"{data.threshold_label} = {data.threshold:.4g}" if data.threshold_label else f"{data.threshold:.4g}"
-    return f"detection: score >= {thr}"
+    return f"detection: score > {thr}"
 
 
 def new_figure(width: float, height: float, dpi: int = 100) -> Figure:

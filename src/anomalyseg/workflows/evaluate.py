@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anomalyseg.constants import DETECTION_RULE
 from anomalyseg.data.registry import ALL_ANOMALY_SETS, parse_datasets
 from anomalyseg.errors import UserError
 from anomalyseg.workflows import session as S
@@ -273,7 +274,7 @@ def _add_components(results: dict[str, Any], cache: Any, track: str, threshold: 
     for name, values in component_pass(cache, usable, track).items():
         source = "given" if threshold is not None else "pooled best-F1 pixel threshold (exact)"
         entries[name]["metrics"]["components"] = {**values, "threshold_source": source,
-                                                  "binarised": "score > threshold",
+                                                  "binarised": DETECTION_RULE,
                                                   "eval_at": results["eval_at"]}
 
 

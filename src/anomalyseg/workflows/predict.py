@@ -20,12 +20,14 @@ import csv
 import glob
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from anomalyseg.constants import detect
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write, check_output
 from anomalyseg.viz.gallery import write_gallery
@@ -50,19 +52,32 @@ class PredictSummary:
     inference: dict[str, Any] = field(default_factory=dict)
 
 
+def natural_key(path: Path) -> tuple:
+    """Sort key of ``path`` in natural order: digit runs compare as numbers (``img2`` before ``img10``), part by
+    part; equal keys (``img01``, ``img1``) fall back to the text. Own code: three lines, where ``natsort`` would be
+    a new runtime dependency."""
+    return tuple((tuple(int(c) if i % 2 else c for i, c in enumerate(re.split(r"(\d+)", part))), part)
+                 for part in path.parts)
+
+
 def collect_inputs(inputs: str | Path | list[str | Path], recursive: bool = False) -> tuple[list[Path], list[Path]]:
-    """``(images, videos)`` named by files, folders (``recursive``: and their subfolders) and glob patterns."""
+    """``(images, videos)`` named by files, folders (``recursive``: and their subfolders) and glob patterns.
+
+    Files found in a folder or by a pattern come in natural order (:func:`natural_key`: ``img2`` before
+    ``img10``); files named one by one keep the order given."""
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     found: list[Path] = []
     for item in items:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found += sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file())
+            found += sorted((p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file()),
+                            key=natural_key)
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(text):
-            found += sorted(Path(p) for p in glob.glob(text, recursive=recursive) if Path(p).is_file())
+            found += sorted((Path(p) for p in glob.glob(text, recursive=recursive) if Path(p).is_file()),
+                            key=natural_key)
         else:
             raise UserError(f"input {text} does not exist (give image files, folders or glob patterns)")
     images = list(dict.fromkeys(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES))
@@ -314,7 +329,7 @@ def _write_scorer(photo: np.ndarray, score: np.ndarray, name: str, threshold: fl
     _write_image(files[f"heatmaps/{name}"], heat)
     shown = overlay(photo, heat, 0.45)
     if threshold is not None:
-        detected = score > threshold
+        detected = detect(score, threshold)
         shown[boundary(detected)] = DETECTION_COLORS["detected"]
         _write_image(files[f"masks/{name}"], (detected * 255).astype(np.uint8))
     _write_image(files[f"overlays/{name}"], shown)
@@ -322,7 +337,7 @@ def _write_scorer(photo: np.ndarray, score: np.ndarray, name: str, threshold: fl
 
 
 def _stats(score: np.ndarray, name: str, threshold: float | None) -> dict[str, Any]:
-    frac = float((score > threshold).mean()) if threshold is not None else None
+    frac = float(detect(score, threshold).mean()) if threshold is not None else None
     return {f"{name}_max": float(np.nanmax(score)), f"{name}_anomaly_fraction": frac}
 
 

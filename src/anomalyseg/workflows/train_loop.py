@@ -44,6 +44,9 @@ class LoopState:
     batch_in_epoch: int = 0  # batches of epoch ``epoch`` already consumed (mid-epoch checkpoints)
     loss_sum: float = 0.0  # sum of the losses of those batches (float32 value), so a resumed epoch's
     loss_count: int = 0  # train_loss covers the whole epoch; how many batches that sum holds
+    loss_window_sum: float = 0.0  # the same for the batches since the last logged train/loss (and the
+    loss_window_count: int = 0  # criterion's terms), so the first point logged after resume averages the
+    loss_window_terms: dict[str, float] = field(default_factory=dict)  # batches an uninterrupted run's does
     best_metric: float = -math.inf
     best_epoch: int = 0
     bad_validations: int = 0
@@ -141,14 +144,17 @@ def _train_epoch(run: TrainRun, epoch: int) -> float:
     data.sampler.set_epoch(epoch)
     data.sampler.set_start(state.batch_in_epoch * cfg.data.batch_size)
     errors_before = read_error_count(data.sets.train)
-    run.epoch_loss = EpochLoss(state.loss_sum, state.loss_count)  # a resumed epoch continues its saved sum
+    # a resumed epoch continues its saved sums
+    run.epoch_loss = EpochLoss(state.loss_sum, state.loss_count, state.loss_window_sum, state.loss_window_count,
+                               dict(state.loss_window_terms))
     mean_loss = train_one_epoch(
         parts.model, parts.criterion, parts.optimizer, data.loader, parts.scheduler, run.ctx.device, epoch,
         num_batches=data.batches_per_epoch, start_batch=state.batch_in_epoch, grad_accum=t.grad_accum, amp=run.amp,
         channels_last=t.channels_last, scaler=parts.scaler, grad_clip_norm=cfg.optim.grad_clip_norm,
         log_every=t.log_every, on_step=functools.partial(_on_step, run), progress=t.progress and run.ctx.is_main,
         epoch_loss=run.epoch_loss)
-    state.epoch, state.batch_in_epoch, state.loss_sum, state.loss_count = epoch + 1, 0, 0.0, 0
+    state.epoch, state.batch_in_epoch = epoch + 1, 0
+    _keep_epoch_loss(state, EpochLoss())
     read_errors = sum(D.gather_objects(run.ctx, read_error_count(data.sets.train) - errors_before))
     log.log(logging.WARNING if read_errors else logging.INFO,
             "epoch %d/%d: mean loss %.4f, lr %.3g, %d unreadable sample(s) skipped (data.on_error=%s)",
@@ -168,11 +174,18 @@ def _on_step(run: TrainRun, batches_done: int, loss: float | None, terms: Mappin
                             **{f"train/{k}": v for k, v in terms.items()}}, state.step)
     every = run.cfg.train.checkpoint_every_steps
     if every and state.step % every == 0 and batches_done < run.data.batches_per_epoch:
-        state.loss_sum, state.loss_count = run.epoch_loss.values()  # the only device sync this adds
+        _keep_epoch_loss(state, run.epoch_loss.snapshot())  # the only device sync this adds
         save(run, "last")
         if run.ctx.is_main:
             log.info("saved mid-epoch checkpoint at step %d (epoch %d, batch %d)", state.step, state.epoch + 1,
                      batches_done)
+
+
+def _keep_epoch_loss(state: LoopState, loss: EpochLoss) -> None:
+    """Copy the epoch's loss sums (Python numbers) into the state a checkpoint saves."""
+    state.loss_sum, state.loss_count = float(loss.total), loss.count
+    state.loss_window_sum, state.loss_window_count = float(loss.window), loss.window_count
+    state.loss_window_terms = {k: float(v) for k, v in loss.window_terms.items()}
 
 
 def _validate(run: TrainRun, epoch: int, mean_loss: float) -> bool:
