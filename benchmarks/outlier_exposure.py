@@ -9,7 +9,7 @@ Protocol (the test split's anomalies choose nothing):
    Fine-tunes paste every OTHER shape (``outlier_exposure.shapes``), so the selection set shows how each setting
    transfers to objects it was never trained on, as the test split does — without looking at the test split.
 3. Candidates: each outlier loss (entropy; energy and RbA with the papers' margins and with ``auto`` margins) for
-   the demo's 3-epoch fine-tune (:func:`anomalyseg.workflows.demo_settings.finetune_config` =
+   a 3-epoch version of the demo's fine-tune (:func:`anomalyseg.workflows.demo_settings.finetune_config` =
    ``configs/demo/demo_oe.yaml``), then the best of them (selection-set pooled AUPR of its best scorer, among
    fine-tunes whose validation mIoU is within 1 point of the closed-set model's) with twice the epochs. The
    selected setting (and its scorer) is the one with the highest selection-set AUPR under the same mIoU rule.
