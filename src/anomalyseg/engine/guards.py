@@ -18,6 +18,7 @@ whole (transformed) samples of a dataset without label files leaves them out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from anomalyseg.checkpoints.io import file_sha256
 from anomalyseg.constants import OUTLIER_LABEL
 from anomalyseg.errors import UserError
 from anomalyseg.files import atomic_write
@@ -303,14 +305,6 @@ def _held_out_files(spec: DatasetSpec, root: str | Path) -> tuple[list[Path], li
     return folders, files
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class HeldOut(NamedTuple):
     """What outliers must never come from: held-out files and the folders holding them (all resolved)."""
 
@@ -361,23 +355,27 @@ def check_outlier_source(source: Any, *, spec: DatasetSpec, root: str | Path | N
     evaluation data into training: its folders (:func:`check_outlier_folders`), or one of ``sample`` of its
     files (evenly spaced) that is a held-out file, by resolved path or by content (SHA-256; only files of equal
     size are hashed)."""
-    held = _given_or_listed(held, spec, root)
-    check_outlier_folders(source.roots, spec=spec, held=held)
     files = list(source.files)
     picked = files[:: max(1, math.ceil(len(files) / sample))] if sample > 0 else []
+    if not source.roots and not picked:  # a generated source reads nothing: no held-out data to list
+        return
+    held = _given_or_listed(held, spec, root)
+    check_outlier_folders(source.roots, spec=spec, held=held)
+    if not picked:
+        return
     held_set, by_size = set(held.files), {}
     for p in held.files:
         if p.is_file():
             by_size.setdefault(p.stat().st_size, []).append(p)
-    digests: dict[Path, str] = {}
+    digest = functools.cache(file_sha256)  # each held-out twin hashed once, however many source files match it
     for path in picked:
         real = Path(path).resolve()
         if real in held_set:
             raise UserError(f"outlier source file {path} is the held-out evaluation file {real} ({spec.title})")
         twins = by_size.get(real.stat().st_size, []) if real.is_file() else []
         if twins:
-            mine = _sha256(real)
-            copy = next((t for t in twins if digests.setdefault(t, _sha256(t)) == mine), None)
+            mine = file_sha256(real)
+            copy = next((t for t in twins if digest(t) == mine), None)
             if copy is not None:
                 raise UserError(f"outlier source file {path} is a copy of the held-out evaluation file {copy} "
                                 f"({spec.title}): outliers must never come from the evaluation split")
