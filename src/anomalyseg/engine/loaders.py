@@ -87,13 +87,14 @@ def outlier_paster(cfg: OutlierExposureConfig, spec: DatasetSpec, root: str) -> 
 
     if OUTLIER_LABEL in spec.anomaly_ids or spec.num_classes > OUTLIER_LABEL:
         raise UserError(f"outlier exposure: {spec.title} uses label {OUTLIER_LABEL}, the label of pasted outliers")
-    held = held_out_data(spec, root)
+    held = None  # a generated source reads no files: the held-out data is not even listed
     if cfg.source != "procedural":  # the folders first: "this is the test split" beats any complaint about its files
+        held = held_out_data(spec, root)
         check_outlier_folders([f for f in (cfg.root, cfg.annotations and Path(cfg.annotations).parent) if f],
                               spec=spec, held=held)
     source = open_outlier_source(cfg.source, root=cfg.root, annotations=cfg.annotations,
                                  exclude_classes=cfg.exclude_classes, dataset=spec.name, shapes=cfg.shapes)
-    check_outlier_source(source, spec=spec, held=held)
+    check_outlier_source(source, spec=spec, root=root, held=held)
     log.info("outlier exposure: %s; p=%g, k=%s, scale %s of the crop's shorter side, blend %g px",
              source.name, cfg.p, tuple(cfg.k), tuple(cfg.scale_range), cfg.blend_px)
     return PasteOutliers(source, p=cfg.p, k=tuple(cfg.k), scale_range=tuple(cfg.scale_range),  # type: ignore[arg-type]
