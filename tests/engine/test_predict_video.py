@@ -163,3 +163,25 @@ def test_every_zero_refused(setup, tmp_path, capsys):
     with pytest.raises(UserError, match="--every"):
         predict(setup["ckpt"], setup["clip"], tmp_path / "o", every=0)
     assert not (tmp_path / "o").exists()
+
+
+def test_image_named_like_a_frame_is_refused_before_anything_is_written(setup, tmp_path, capsys):
+    """``clip_f000003.png`` beside ``clip.mp4`` would share output names with the video's frame 3."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(setup["clip"].read_bytes())
+    Image.fromarray(decoded(setup["clip"])[3]).save(folder / "clip_f000003.png")
+    code = main(["predict", "--checkpoint", str(setup["ckpt"]), str(folder), "--out", str(tmp_path / "o"),
+                 "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "clip_f000003.png" in err[0] and "same names" in err[0]
+    assert not (tmp_path / "o" / "scores").exists()
+
+
+def test_rerun_remakes_a_deleted_frame_photo(setup, tmp_path):
+    out = tmp_path / "o"
+    predict(setup["ckpt"], setup["clip"], out, device="cpu", progress=False, every=4)
+    (out / "frames" / "clip_f000004.jpg").unlink()
+    again = predict(setup["ckpt"], setup["clip"], out, device="cpu", progress=False, every=4)
+    assert again.predicted == ["clip_f000004"] and again.kept == ["clip_f000000"]
+    assert (out / "frames" / "clip_f000004.jpg").is_file()

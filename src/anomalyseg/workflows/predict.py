@@ -196,6 +196,8 @@ def predict(
         """One image (or video frame) into ``rows``: True predicted now, False kept, None unreadable."""
         bar.update(1)
         files = _files(out, stem, names, summary.thresholds)
+        if extra.get("photo"):  # a kept frame needs its photo too (the gallery shows it)
+            files["photo"] = Path(extra["photo"])
         if not force and all(f.exists() for f in files.values()):
             summary.kept.append(stem)
             rows.append({**_row_from_disk(path, stem, names, files, summary.thresholds), **extra})
@@ -221,6 +223,7 @@ def predict(
         return True
 
     stems = _stems(images + videos)
+    _check_frame_stems(images, stems[:len(images)], videos, stems[len(images):])
     try:
         for path, stem in zip(images, stems):
             predict_one(path, stem, lambda p=path: _read(p, summary), {})
@@ -235,6 +238,17 @@ def predict(
         raise UserError(f"none of the {len(images) + len(videos)} file(s) could be read: "
                         + "; ".join(f"{p}: {why}" for p, why in summary.failed[:3]))
     return summary
+
+
+def _check_frame_stems(images: list[Path], image_stems: list[str], videos: list[Path], video_stems: list[str]) -> None:
+    """One line when an image's stem looks like a frame stem of a video (``<video stem>_f000123``): their outputs
+    would share names and overwrite each other."""
+    for video, vstem in zip(videos, video_stems):
+        frame = re.compile(re.escape(vstem) + r"_f\d{6}")
+        clash = next((p for p, st in zip(images, image_stems) if frame.fullmatch(st)), None)
+        if clash is not None:
+            raise UserError(f"image {clash} and the frames of video {video} would write outputs under the same names "
+                            f"({vstem}_f000000, ...); rename one or predict them into different --out folders")
 
 
 def _predict_video(path: Path, stem: str, every: int, predict_one: Any, out: Path, names: list[str], force: bool,
