@@ -21,7 +21,8 @@ with an EfficientNet-Lite0 encoder (ImageNet weights from the efficientnet-lite0
 from scratch when it is missing, as the summary says), fine-tune it with outlier exposure (procedural
 outliers, entropy maximisation; outlier_exposure.enabled=false skips it), fit the scorers that need it on the
 val split, evaluate every scorer of both models under both protocols (pooled and the official per-image one),
-draw panels, write the PR / ROC curves and the HTML report (both models side by side). Each stage logs the equivalent `anomalyseg ...` command.
+draw panels, write the PR / ROC curves and the HTML report (both models side by side). Each stage logs the
+equivalent `anomalyseg ...` command.
 Times measured with benchmarks/demo.py on 2 CPU cores (README, "Demo").
 Writes OUT/{demo.json, data/, run/, run_oe/, results/, report/report.html}. An existing OUT is never overwritten
 silently: on a terminal you are asked, otherwise the demo refuses unless --force (which only ever

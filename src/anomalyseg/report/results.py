@@ -71,20 +71,13 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    try:
-        atomic_write(path, text)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 def write_results(results: Mapping[str, Any], out: str | Path, force: bool = False) -> dict[str, Path]:
     """Write ``results`` as JSON + CSV + Markdown (see module docstring); returns the three paths."""
     paths = check_writable(out, force)
     record = jsonable({"format": RESULTS_FORMAT, **results})
-    _atomic_write(paths["json"], json.dumps(record, indent=1, allow_nan=False) + "\n")
-    _atomic_write(paths["csv"], to_csv(record))
-    _atomic_write(paths["md"], to_markdown(record))
+    atomic_write(paths["json"], json.dumps(record, indent=1, allow_nan=False) + "\n")
+    atomic_write(paths["csv"], to_csv(record))
+    atomic_write(paths["md"], to_markdown(record))
     return paths
 
 
