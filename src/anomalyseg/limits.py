@@ -19,3 +19,15 @@ MAX_DPI = 600
 MAX_COUNT = 10**9
 #: Random seeds: numpy takes 0 .. 2**63 - 1 here (a negative seed is refused by numpy's generators).
 MAX_SEED = 2**63 - 1
+
+
+def env_number(name: str, default: float, lo: float, hi: float) -> float:
+    """The number in environment variable ``name`` clamped to ``[lo, hi]``; ``default`` when unset or not a
+    number (a tuning knob must never stop a command)."""
+    import os
+
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        value = float(default)
+    return min(max(value, lo), hi)

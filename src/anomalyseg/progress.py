@@ -9,11 +9,12 @@ each time another ``ANOMALYSEG_PROGRESS_PERCENT`` % (default 10) is done, and a 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from anomalyseg.limits import env_number
 
 log = logging.getLogger("anomalyseg.progress")
 
@@ -43,11 +44,7 @@ def interactive(stream: Any = None) -> bool:
 
 def step_percent() -> float:
     """The logging step in % (``ANOMALYSEG_PROGRESS_PERCENT``, clamped to 1..100; default 10)."""
-    try:
-        value = float(os.environ.get("ANOMALYSEG_PROGRESS_PERCENT", DEFAULT_PERCENT))
-    except ValueError:
-        value = DEFAULT_PERCENT
-    return min(max(value, 1.0), 100.0)
+    return env_number("ANOMALYSEG_PROGRESS_PERCENT", DEFAULT_PERCENT, 1.0, 100.0)
 
 
 def _amount(value: float, unit: str, unit_scale: bool, divisor: int) -> str:

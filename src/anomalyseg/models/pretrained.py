@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from anomalyseg.errors import UserError
+from anomalyseg.limits import env_number
 
 _HINT_FALSE = "or set `pretrained: false`"
 
@@ -86,11 +87,7 @@ PROBE_TIMEOUT = 3.0
 
 def probe_timeout() -> float:
     """The probe's time bound in seconds (``ANOMALYSEG_NET_TIMEOUT``, default 3, at most 30)."""
-    try:
-        value = float(os.environ.get("ANOMALYSEG_NET_TIMEOUT", PROBE_TIMEOUT))
-    except ValueError:
-        value = PROBE_TIMEOUT
-    return min(max(value, 0.1), 30.0)
+    return env_number("ANOMALYSEG_NET_TIMEOUT", PROBE_TIMEOUT, 0.1, 30.0)
 
 
 def hf_endpoint() -> str:
