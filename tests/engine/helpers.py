@@ -40,3 +40,30 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"tensors differ: {different}"
+
+
+class CrashError(Exception):
+    """Raised by :func:`train_until_crash` right after a checkpoint is saved: a run killed at that point."""
+
+
+def train_until_crash(monkeypatch, cfg, when) -> None:
+    """Train ``cfg`` on CPU and "kill" it right after the checkpoint save at which ``when(run)`` holds (the save
+    completes, nothing after it runs); the real save is restored afterwards."""
+    import pytest
+
+    from anomalyseg.workflows import train_loop
+    from anomalyseg.workflows.train import train
+
+    real_save = train_loop.save
+
+    def save_then_crash(run, name):
+        real_save(run, name)
+        if when(run):
+            raise CrashError
+
+    monkeypatch.setattr(train_loop, "save", save_then_crash)
+    try:
+        with pytest.raises(CrashError):
+            train(cfg, device="cpu")
+    finally:
+        monkeypatch.setattr(train_loop, "save", real_save)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.engine.helpers import REPO_ROOT, assert_same_weights, subprocess_env, tiny_overrides
+from tests.engine.helpers import REPO_ROOT, assert_same_weights, subprocess_env, tiny_overrides, train_until_crash
 from tests.engine.test_evaluate import make_checkpoint, make_tree
 
 from anomalyseg import files
@@ -25,7 +25,6 @@ from anomalyseg.cli import main as cli_main
 from anomalyseg.config import load_config
 from anomalyseg.errors import UserError
 from anomalyseg.files import FileLock, atomic_write, pid_alive, remove_stale_tmp
-from anomalyseg.workflows import train_loop
 from anomalyseg.workflows.train import train
 
 
@@ -248,9 +247,6 @@ def test_resume_of_a_live_run_is_refused_before_reading_it(synth_root, tmp_path,
 # ---------------------------------------------------------------------------------------------------
 # Resume after a crash: stale lock and .tmp files, and the resumed epoch's train_loss
 # ---------------------------------------------------------------------------------------------------
-class _CrashError(Exception):
-    pass
-
 
 def test_resume_after_crash_takes_over_cleans_up_and_train_loss_covers_the_epoch(synth_root, tmp_path, monkeypatch,
                                                                                 caplog):
@@ -261,17 +257,8 @@ def test_resume_after_crash_takes_over_cleans_up_and_train_loss_covers_the_epoch
     ref_dir = train(load_config(None, tiny_overrides(synth_root, out, "ref", **extra)), device="cpu")
     ref = load_checkpoint(ref_dir / "checkpoints" / "last.pt")
 
-    real_save = train_loop.save
-
-    def save_then_crash(run, name):
-        real_save(run, name)
-        if run.state.step == 6 and run.state.batch_in_epoch == 2:
-            raise _CrashError
-
-    monkeypatch.setattr(train_loop, "save", save_then_crash)
-    with pytest.raises(_CrashError):
-        train(load_config(None, tiny_overrides(synth_root, out, "crashed", **extra)), device="cpu")
-    monkeypatch.setattr(train_loop, "save", real_save)
+    train_until_crash(monkeypatch, load_config(None, tiny_overrides(synth_root, out, "crashed", **extra)),
+                      lambda run: run.state.step == 6 and run.state.batch_in_epoch == 2)
     run_dir = out / "crashed"
     partial = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert (partial["epoch"], partial["batch_in_epoch"], partial["step"]) == (1, 2, 6)

@@ -9,13 +9,12 @@ import sys
 import time
 
 import pytest
-from tests.engine.helpers import REPO_ROOT, assert_same_weights, subprocess_env, tiny_overrides
+from tests.engine.helpers import REPO_ROOT, assert_same_weights, subprocess_env, tiny_overrides, train_until_crash
 
 from anomalyseg.checkpoints.io import load_checkpoint
 from anomalyseg.cli import main as cli_main
 from anomalyseg.config import load_config
 from anomalyseg.configio import dump_config
-from anomalyseg.workflows import train_loop
 from anomalyseg.workflows.train import train
 
 
@@ -73,9 +72,6 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth_root, tmp_path
     assert "resuming at epoch 1, batch 2 (step 2)" in (run_dir / "train.log").read_text()
 
 
-class _CrashError(Exception):
-    pass
-
 
 def _logged_losses(run_dir) -> list[tuple[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -93,17 +89,8 @@ def test_resume_mid_window_logs_the_same_train_loss_points(synth_root, tmp_path,
     reference = _logged_losses(ref_dir)
     assert [step for step, _ in reference] == [3, 7]  # 4 steps per epoch: step 3 of each epoch
 
-    real_save = train_loop.save
-
-    def save_then_crash(run, name):
-        real_save(run, name)
-        if run.state.step == 6:
-            raise _CrashError
-
-    monkeypatch.setattr(train_loop, "save", save_then_crash)
-    with pytest.raises(_CrashError):
-        train(load_config(None, tiny_overrides(synth_root, tmp_path, "crashed", **extra)), device="cpu")
-    monkeypatch.setattr(train_loop, "save", real_save)
+    train_until_crash(monkeypatch, load_config(None, tiny_overrides(synth_root, tmp_path, "crashed", **extra)),
+                      lambda run: run.state.step == 6)
     run_dir = tmp_path / "crashed"
     partial = load_checkpoint(run_dir / "checkpoints" / "last.pt")["loop"]
     assert (partial["batch_in_epoch"], partial["loss_window_count"]) == (2, 2) and partial["loss_window_sum"] > 0
