@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from anomalyseg.errors import UserError
+from anomalyseg.errors import UserError, first_line
 
 T = TypeVar("T")
 
@@ -329,8 +329,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise UserError(f"cannot read config {path}: {first}") from None
+        raise UserError(f"cannot read config {path}: {first_line(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from anomalyseg.errors import UserError
+from anomalyseg.errors import UserError, first_line
 from anomalyseg.limits import env_number
 
 _HINT_FALSE = "or set `pretrained: false`"
@@ -20,7 +20,7 @@ _HINT_FALSE = "or set `pretrained: false`"
 
 def _reason(exc: BaseException) -> str:
     """First line of an exception, shortened: enough to tell 'offline' from 'corrupt file'."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     return text if len(text) <= 160 else text[:157] + "..."
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from anomalyseg.config import Config
 from anomalyseg.configio import config_to_dict
-from anomalyseg.errors import UserError
+from anomalyseg.errors import UserError, first_line
 from anomalyseg.files import atomic_write
 from anomalyseg.workflows.demo_settings import DemoConfig, finetune_config, load_demo_config
 
@@ -169,7 +169,7 @@ def run_demo(
         paths = _run_stages(cfg, out, device, progress, record)
     except BaseException as exc:  # leave a manifest that says how the run ended, then let it propagate
         record.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                      error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+                      error=first_line(exc)[:300])
         _write_manifest(out, record)
         raise
     record.update(status="finished", wall_s=round(time.perf_counter() - started, 2),

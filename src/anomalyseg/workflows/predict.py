@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from anomalyseg.constants import detect
-from anomalyseg.errors import UserError
+from anomalyseg.errors import UserError, first_line
 from anomalyseg.files import atomic_write, check_output
 from anomalyseg.viz.gallery import write_gallery
 
@@ -282,7 +282,7 @@ def _read(path: Path, summary: PredictSummary) -> np.ndarray | None:
     try:
         return read_image(path)
     except DECODE_ERRORS as exc:
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = first_line(exc)
         summary.failed.append((str(path), why))
         log.warning("skipping %s: cannot read it (%s)", path, why)
         return None
